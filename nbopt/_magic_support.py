@@ -1,0 +1,119 @@
+"""What every magic does the same way: shared options, error translation, storing results."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from nbopt.errors import ConfigError
+from nbopt.options import Enum, Identifier, Option, ParsedLine, Text
+from nbopt.ui.progress import PROGRESS_MODES
+
+RESULT_VARIABLE = "_nbopt"
+
+
+def common_options(result: str) -> list[Option]:
+    """``progress=``, ``logdir=`` and ``out=``, shared by the magics."""
+    return [
+        Option(
+            "progress",
+            Enum(*PROGRESS_MODES),
+            None,
+            "live view: a widget in a notebook, text elsewhere (default: "
+            "%config NbOptMagics.progress, itself auto)",
+        ),
+        Option(
+            "logdir",
+            Text("path|none"),
+            None,
+            "TensorBoard log directory, or none (default: %config NbOptMagics.logdir)",
+        ),
+        Option("out", Identifier(), None, f"store the {result} in this variable (also in _nbopt)"),
+    ]
+
+
+def view_settings(magics: Any, parsed: ParsedLine) -> tuple[str, str | None]:
+    """The ``progress`` mode and TensorBoard ``logdir`` (None: off) for this call."""
+    progress = parsed["progress"] or magics.progress
+    logdir = parsed["logdir"] if parsed["logdir"] is not None else magics.logdir
+    if logdir in ("", "none", "None"):
+        logdir = None
+    return progress, logdir
+
+
+@contextlib.contextmanager
+def usage_errors(magic: str) -> Iterator[None]:
+    """Show nbopt's input errors as IPython's one-line ``UsageError``."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise UsageError(f"%{magic}: {exc}") from None
+
+
+def store_result(namespace: MutableMapping[str, Any], result: Any, out: str | None) -> None:
+    """Keep ``result`` in ``_nbopt`` and, if asked, in the variable ``out``."""
+    namespace[RESULT_VARIABLE] = result
+    if out:
+        namespace[out] = result
+
+
+def assigned_names(source: str) -> set[str]:
+    """Names a cell assigns at its top level (``x = ...``, ``x, y = ...``, ``def f``, imports).
+
+    Lets a magic accept ``model=net`` for a variable the cell itself is about to create, while
+    still rejecting a misspelt name before the cell runs.
+    """
+    import ast
+
+    try:
+        module = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+    for statement in module.body:
+        targets: list[ast.AST] = []
+        if isinstance(statement, ast.Assign):
+            targets = list(statement.targets)
+        elif isinstance(statement, (ast.AnnAssign, ast.AugAssign)):
+            targets = [statement.target]
+        elif isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(statement.name)
+        elif isinstance(statement, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in statement.names)
+        for target in targets:
+            names.update(node.id for node in ast.walk(target) if isinstance(node, ast.Name))
+    return names
+
+
+def check_names_exist(
+    magic: str, names: dict[str, str | None], namespace: MutableMapping[str, Any], cell: str
+) -> None:
+    """UsageError, before anything runs, for a name option that names nothing.
+
+    ``names`` maps option -> variable name (None when not given). A name is fine if the
+    notebook has it or the cell assigns it at its top level.
+    """
+    import difflib
+
+    created = assigned_names(cell)
+    for option, name in names.items():
+        if name is None or name in namespace or name in created:
+            continue
+        candidates = [k for k in namespace if not k.startswith("_")] + sorted(created)
+        close = difflib.get_close_matches(name, candidates, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(
+            f"%{magic} {option}=: name {name!r} is not defined in the notebook "
+            f"nor assigned by the cell{hint}"
+        )
+
+
+def is_module(value: Any) -> bool:
+    """True for a ``torch.nn.Module``, without importing torch."""
+    return any(
+        cls.__name__ == "Module" and cls.__module__ == "torch.nn.modules.module"
+        for cls in type(value).__mro__
+    )

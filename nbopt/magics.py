@@ -1,0 +1,49 @@
+"""The IPython magics. Each is a thin shell over a public function of nbopt.
+
+Settings are traitlets, so ``%config NbOptMagics.progress = "text"`` works as for any other
+extension.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import CaselessStrEnum, Unicode
+
+from nbopt.tuning import _magic as tune_magic
+from nbopt.ui import DEFAULT_LOGDIR
+from nbopt.ui.progress import PROGRESS_MODES
+
+
+def _documented(text: str):
+    """Give a magic the help text that ``%magic?`` shows."""
+
+    def decorate(function):
+        function.__doc__ = text
+        return function
+
+    return decorate
+
+
+@magics_class
+class NbOptMagics(Magics):
+    """nbopt's magics: ``%tune``."""
+
+    progress = CaselessStrEnum(
+        PROGRESS_MODES,
+        default_value="auto",
+        config=True,
+        help="Live view of the magics: auto (a widget in a notebook, text elsewhere), "
+        "widget, text or none.",
+    )
+    logdir = Unicode(
+        DEFAULT_LOGDIR,
+        config=True,
+        help="TensorBoard log directory of the magics; empty or 'none' for no logs.",
+    )
+
+    @line_cell_magic
+    @_documented(tune_magic.HELP)
+    def tune(self, line: str, cell: str | None = None) -> Any:
+        return tune_magic.run_tune_magic(self, line, cell)

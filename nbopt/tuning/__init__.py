@@ -1,0 +1,154 @@
+"""Hyperparameter search: :func:`tune` and its result.
+
+Importing this package is light; Hyperopt is imported when a search starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from nbopt.errors import ConfigError
+from nbopt.space import contains_dimension, is_hyperopt_expression
+from nbopt.tuning._result import TuneResult
+from nbopt.tuning._trial import Trial
+from nbopt.ui import DEFAULT_LOGDIR
+from nbopt.ui.events import Event, EventBus
+
+__all__ = ["Trial", "TuneResult", "tune"]
+
+BACKENDS = ("local", "ray")
+
+
+def tune(
+    objective: Callable[..., Any],
+    space: Any,
+    *,
+    max_evals: int | None = None,
+    timeout: float | None = None,
+    algo: str = "tpe",
+    seed: int | None = None,
+    metric: str | None = None,
+    mode: str = "min",
+    study: str | os.PathLike[str] | None = None,
+    restart: bool = False,
+    deterministic: bool = True,
+    stop: str = "none",
+    stop_warmup: int = 0,
+    stop_min_trials: int = 5,
+    rung: int = 1,
+    backend: str = "local",
+    parallel: int = 1,
+    address: str | None = None,
+    progress: str = "auto",
+    logdir: str | os.PathLike[str] | None = DEFAULT_LOGDIR,
+    callbacks: Iterable[Callable[[Event], None]] = (),
+) -> TuneResult:
+    """Search the hyperparameters of ``objective`` over ``space``.
+
+    Args:
+        objective: Called once per trial. If its parameters name the space's keys it is called
+            as ``objective(lr=..., layers=...)``; if it takes a single parameter of another
+            name, as ``objective(params)``. It returns a number, or a dict holding ``metric``.
+            An exception, NaN or inf fails that trial; the search goes on.
+        space: A dict of parameter names to dimensions (``nbopt.loguniform(1e-4, 1e-1)``,
+            ``nbopt.choice(1, 2, 3)``, nested dicts, constants) or a Hyperopt space.
+        max_evals: Trials to run in all, counting those of a resumed study. Defaults to the
+            grid size for ``algo="grid"``, to unlimited when ``timeout`` is given, else 20.
+        timeout: Seconds after which no new trial is started.
+        algo: ``"tpe"``, ``"rand"``, ``"anneal"``, ``"atpe"`` or ``"grid"``.
+        seed: Seed of the search's random choices, for a reproducible sequence of trials.
+        metric: Key of the value to optimise in a dict result (default ``"loss"``, or its only
+            number).
+        mode: ``"min"`` or ``"max"``.
+        study: JSON file that keeps every finished trial; an existing study is continued.
+        restart: Start the study over instead of continuing it.
+        deterministic: The objective gives the same value for the same configuration, so a
+            configuration already evaluated is not run again.
+        stop: Early stopping of bad trials from the values they report with
+            :func:`nbopt.report`: ``"median"`` (stop a trial whose best value so far is worse
+            than the median of earlier trials at the same step, from step ``stop_warmup`` on
+            and once ``stop_min_trials`` trials reported that step) or ``"asha"`` (successive
+            halving: at rungs of ``rung``, 3x``rung``, 9x``rung`` ... steps, keep only the best
+            third). ``report`` then raises :class:`nbopt.TrialStopped` out of the objective; the
+            trial is recorded as ``stopped`` with its last value, which the search learns from.
+        stop_warmup: Steps before the median rule may stop a trial.
+        stop_min_trials: Trials that must have reported a step before the median rule judges it.
+        rung: Steps to ASHA's first rung.
+        backend: ``"local"`` (trials one after another in this process) or ``"ray"`` (Ray Tune
+            trials, ``parallel`` at a time, on a local Ray or the cluster at ``address``;
+            needs ``pip install "nbopt[ray]"``).
+        parallel: Trials running at once on Ray.
+        address: Ray cluster address (``"auto"``, ``"ray://host:10001"``); by default a local
+            Ray is started for the search and shut down after it.
+        progress: ``"auto"`` (a widget in a notebook, text elsewhere), ``"widget"``,
+            ``"text"`` or ``"none"``.
+        logdir: TensorBoard log directory (one run per trial, with HParams); None for no logs.
+        callbacks: Callables that receive every event of the run
+            (:mod:`nbopt.ui.events`).
+
+    Returns:
+        A :class:`TuneResult`. Raises :class:`nbopt.TuneError` if every trial failed, and
+        re-raises ``KeyboardInterrupt`` after saving what finished.
+
+    Example:
+        >>> import nbopt
+        >>> result = nbopt.tune(lambda x: (x - 1) ** 2, {"x": nbopt.uniform(-3, 3)},
+        ...                     max_evals=10, seed=0, progress="none", logdir=None)
+        >>> len(result.trials)
+        10
+    """
+    from nbopt.tuning._objective import bind_objective
+    from nbopt.tuning._search import Search
+    from nbopt.tuning._stopping import StopSettings
+    from nbopt.ui.progress import progress_reporter
+    from nbopt.ui.tensorboard import TensorBoardReporter, run_name
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
+    if parallel < 1:
+        raise ConfigError(f"parallel must be at least 1, got {parallel}")
+    keys = _space_keys(space)
+    call = bind_objective(objective, keys)
+    stop_settings = StopSettings(stop, stop_warmup, stop_min_trials, rung)
+    view = progress_reporter(progress)
+    name = run_name(os.fspath(study) if study is not None else None)
+    reporters: list[Callable[[Event], None]] = [] if view is None else [view]
+    if logdir is not None:
+        reporters.append(TensorBoardReporter(logdir, name))
+    reporters.extend(callbacks)
+    search = Search(
+        space,
+        bus=EventBus(reporters),
+        algo=algo,
+        max_evals=max_evals,
+        timeout=timeout,
+        seed=seed,
+        metric=metric,
+        mode=mode,
+        study=study,
+        restart=restart,
+        deterministic=deterministic,
+        stop=stop_settings,
+        name=name,
+        backend=backend,
+    )
+    if backend == "ray":
+        from nbopt.tuning._ray import run_on_ray
+
+        return run_on_ray(search, call, parallel=parallel, address=address)
+    return search.run(call)
+
+
+def _space_keys(space: Any) -> list[str] | None:
+    """The parameter names of a dict space; None for a space of another shape."""
+    if is_hyperopt_expression(space):
+        return None
+    if not isinstance(space, Mapping):
+        raise ConfigError(
+            f"space must be a dict of parameters (or a Hyperopt space), got {type(space).__name__}"
+        )
+    if not contains_dimension(space):
+        raise ConfigError("the search space has no dimension to search (uniform, choice, ...)")
+    return [str(key) for key in space]

@@ -1,0 +1,164 @@
+"""``%%tune``: a notebook cell as the objective.
+
+Top-level assignments whose value is a space function (``lr = loguniform(1e-4, 1e-1)``) are
+the search dimensions. Each trial runs the rest of the cell in its own namespace, a copy of
+the notebook's with the trial's values assigned, so trials do not leak into each other or
+into the notebook. The metric is the variable named by ``metric=``, or the value of the
+cell's last expression. Afterwards :meth:`CellObjective.publish` puts the best trial's values
+and everything it assigned (a trained model, say) into the notebook.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import linecache
+from collections.abc import MutableMapping
+from typing import Any
+
+from nbopt.errors import ConfigError
+from nbopt.space import SPACE_FUNCTIONS, Dimension
+from nbopt.ui.events import Event, TrialFinished
+
+_cell_counter = itertools.count(1)
+
+
+class CellObjective:
+    """A cell's code, split into its dimensions and the code one trial runs."""
+
+    def __init__(
+        self, source: str, namespace: MutableMapping[str, Any], metric: str | None
+    ) -> None:
+        self.namespace = namespace
+        try:
+            module = ast.parse(source)
+        except SyntaxError as exc:
+            raise ConfigError(f"the cell is not valid Python: {exc}") from None
+        self.space: dict[str, Dimension] = {}
+        body = []
+        for statement in module.body:
+            name = _placeholder_name(statement)
+            if name is None:
+                body.append(statement)
+            else:
+                self.space[name] = self._dimension(name, statement)
+        if not self.space:
+            raise ConfigError(
+                "%%tune found no search dimension in the cell; assign them at the top level, "
+                "e.g. lr = loguniform(1e-4, 1e-1)"
+            )
+        self.metric = metric
+        metric_expression = None
+        if metric is None:
+            if not body or not isinstance(body[-1], ast.Expr):
+                raise ConfigError(
+                    "%%tune needs the metric: end the cell with it (e.g. val_loss) or name it "
+                    "with metric="
+                )
+            metric_expression = body.pop().value
+            if isinstance(metric_expression, ast.Name):
+                self.metric, metric_expression = metric_expression.id, None
+        self._filename = f"<%%tune cell {next(_cell_counter)}>"
+        # Registering the source lets tracebacks of failed trials show the cell's lines.
+        linecache.cache[self._filename] = (
+            len(source),
+            None,
+            source.splitlines(True),
+            self._filename,
+        )
+        self._body = ast.Module(body=body, type_ignores=[])
+        self._metric_ast = ast.Expression(metric_expression) if metric_expression else None
+        self._compile()
+        self.last_assigned: dict[str, Any] = {}
+        self.best_assigned: dict[str, Any] | None = None
+        self._best_number: int | None = None
+
+    def _compile(self) -> None:
+        self._code = compile(self._body, self._filename, "exec")
+        self._metric_code = (
+            compile(self._metric_ast, self._filename, "eval") if self._metric_ast else None
+        )
+
+    def sendable_namespace(self) -> dict[str, Any]:
+        """The notebook variables the cell's code names: all a trial in another process needs."""
+        trees = [self._body] + ([self._metric_ast] if self._metric_ast else [])
+        names = {node.id for tree in trees for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        return {name: self.namespace[name] for name in names if name in self.namespace}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for Ray workers) with only the variables the cell uses, and no code objects."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_code", "_metric_code")}
+        state.update(namespace=self.sendable_namespace(), last_assigned={}, best_assigned=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._compile()
+
+    def _dimension(self, name: str, statement: ast.Assign) -> Dimension:
+        from nbopt import space
+
+        scope = dict(self.namespace)
+        scope.update({fn: getattr(space, fn) for fn in SPACE_FUNCTIONS})
+        try:
+            value = eval(compile(ast.Expression(statement.value), "<%%tune>", "eval"), scope)
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot evaluate the dimension {name}: {type(exc).__name__}: {exc}"
+            ) from None
+        if not isinstance(value, Dimension):
+            raise ConfigError(
+                f"{name} = ... is not a search dimension (got {type(value).__name__})"
+            )
+        return value
+
+    def __call__(self, params: dict[str, Any]) -> Any:
+        """Run the cell once with ``params``; returns the metric (as ``{name: value}`` if named)."""
+        trial_namespace = dict(self.namespace)
+        trial_namespace.update(params)
+        exec(self._code, trial_namespace)
+        if self._metric_code is not None:
+            value = eval(self._metric_code, trial_namespace)
+        elif self.metric not in trial_namespace:
+            raise NameError(f"the cell did not assign the metric {self.metric!r}")
+        else:
+            value = trial_namespace[self.metric]
+        self.last_assigned = {
+            key: item
+            for key, item in trial_namespace.items()
+            if key != "__builtins__"
+            and (key not in self.namespace or self.namespace[key] is not item)
+        }
+        return value if self.metric is None else {self.metric: value}
+
+    def track_best(self, event: Event) -> None:
+        """Event callback: keep what the best trial assigned (only the best, to free memory)."""
+        if not isinstance(event, TrialFinished) or event.best is None:
+            return
+        if event.best.number == event.trial.number:
+            self.best_assigned = self.last_assigned
+            self._best_number = event.trial.number
+
+    def publish(self, best_number: int | None, best_params: dict[str, Any] | None) -> list[str]:
+        """Put the best trial's values into the notebook; returns the names assigned."""
+        if best_params is None:
+            return []
+        values = dict(best_params)
+        if self.best_assigned is not None and self._best_number == best_number:
+            values.update(self.best_assigned)
+        self.namespace.update(values)
+        return sorted(values)
+
+
+def _placeholder_name(statement: ast.stmt) -> str | None:
+    """``lr`` for ``lr = loguniform(...)`` at the top level; None for any other statement."""
+    if not (
+        isinstance(statement, ast.Assign)
+        and len(statement.targets) == 1
+        and isinstance(statement.targets[0], ast.Name)
+        and isinstance(statement.value, ast.Call)
+    ):
+        return None
+    func = statement.value.func
+    called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+    return statement.targets[0].id if called in SPACE_FUNCTIONS else None

@@ -1,0 +1,234 @@
+"""backend=ray on a local two-CPU Ray: parallel trials, faults, interrupts, resuming locally."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+import nbopt
+from nbopt.errors import ConfigError
+
+ray = pytest.importorskip("ray")
+
+SPACE = {"x": nbopt.uniform(-1, 1), "k": nbopt.choice(0, 1, 2, 3)}
+
+
+def slow_objective(x, k):
+    time.sleep(0.5)
+    return (x - 0.2) ** 2 + k
+
+
+def crashing_objective(x, k):
+    if k == 3:
+        os._exit(3)  # the worker process dies: nothing is reported
+    time.sleep(0.1)
+    return (x - 0.2) ** 2 + k
+
+
+@pytest.mark.slow
+def test_nbopt_starts_a_local_ray_and_shuts_it_down_when_none_is_running():
+    assert not ray.is_initialized()
+    result = nbopt.tune(
+        lambda x, k: x + k,
+        SPACE,
+        max_evals=2,
+        seed=0,
+        backend="ray",
+        parallel=1,
+        progress="none",
+        logdir=None,
+    )
+    assert len(result.trials) == 2
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One Ray for the tests below; nbopt joins it and leaves it running."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_parallel_trials_overlap_and_the_study_resumes_on_the_local_backend(local_ray, tmp_path):
+    study = tmp_path / "study.json"
+    result = nbopt.tune(
+        slow_objective,
+        SPACE,
+        max_evals=4,
+        seed=0,
+        backend="ray",
+        parallel=2,
+        study=study,
+        progress="none",
+        logdir=None,
+    )
+    assert [t.status for t in result.trials] == ["ok"] * 4
+    intervals = sorted((t.started, t.started + t.duration) for t in result.trials)
+    overlapping = any(b[0] < a[1] for a, b in itertools.pairwise(intervals))
+    assert overlapping, f"no two trials ran at once: {intervals}"
+    saved = json.loads(study.read_text())
+    assert saved["backend"] == "ray" and len(saved["trials"]) == 4
+
+    seen = {json.dumps(t.params, sort_keys=True) for t in result.trials}
+    calls = []
+
+    def counting(x, k):
+        calls.append(json.dumps({"k": k, "x": x}, sort_keys=True))
+        return (x - 0.2) ** 2 + k
+
+    resumed = nbopt.tune(
+        counting, SPACE, max_evals=7, seed=0, study=study, progress="none", logdir=None
+    )
+    assert len(resumed.trials) == 7 and len(calls) == 3
+    assert not seen & set(calls)  # no configuration run twice across the two backends
+    assert [t.value for t in resumed.trials[:4]] == [t.value for t in result.trials[:4]]
+
+
+@pytest.mark.slow
+def test_a_trial_that_kills_its_worker_is_recorded_and_the_search_goes_on(local_ray):
+    space = {"x": nbopt.uniform(-1, 1), "k": nbopt.choice(0, 3)}
+    result = nbopt.tune(
+        crashing_objective,
+        space,
+        max_evals=6,
+        seed=1,
+        backend="ray",
+        parallel=2,
+        progress="none",
+        logdir=None,
+    )
+    assert len(result.trials) == 6
+    crashed = [t for t in result.trials if t.params["k"] == 3]
+    assert crashed and all(t.status == "failed" and t.error for t in crashed)
+    assert all(t.status == "ok" for t in result.trials if t.params["k"] == 0)
+    assert result.best_params["k"] == 0
+
+
+@pytest.mark.slow
+def test_errors_in_the_objective_come_back_with_their_traceback(local_ray):
+    def objective(x, k):
+        if k == 1:
+            raise ValueError(f"bad k {k}")
+        return x
+
+    space = {"x": nbopt.uniform(0, 1), "k": nbopt.choice(0, 1)}
+    result = nbopt.tune(
+        objective,
+        space,
+        max_evals=5,
+        seed=0,
+        backend="ray",
+        parallel=2,
+        progress="none",
+        logdir=None,
+    )
+    failed = [t for t in result.trials if t.status == "failed"]
+    assert failed
+    assert failed[0].error == "ValueError: bad k 1"
+    assert "raise ValueError" in failed[0].traceback
+
+
+@pytest.mark.slow
+def test_asha_on_ray_stops_bad_trials_from_their_reports(local_ray):
+    def objective(x, k):
+        value = 0.0
+        for epoch in range(1, 10):
+            value = (x - 0.2) ** 2 + k + 1.0 / epoch
+            nbopt.report(epoch, value)
+            time.sleep(0.02)
+        return value
+
+    result = nbopt.tune(
+        objective,
+        SPACE,
+        max_evals=10,
+        seed=0,
+        backend="ray",
+        parallel=2,
+        stop="asha",
+        progress="none",
+        logdir=None,
+    )
+    stopped = [t for t in result.trials if t.status == "stopped"]
+    assert stopped
+    assert all(t.value == t.intermediate[-1][1] for t in stopped)
+    assert all(len(t.intermediate) == 9 for t in result.trials if t.status == "ok")
+
+
+@pytest.mark.slow
+def test_an_interrupt_stops_ray_trials_and_keeps_what_finished(local_ray, tmp_path):
+    study = tmp_path / "study.json"
+
+    def objective(x, k):
+        time.sleep(1.0)
+        return x + k
+
+    handler_before = signal.getsignal(signal.SIGINT)
+    timer = threading.Timer(12.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            nbopt.tune(
+                objective,
+                SPACE,
+                max_evals=200,
+                seed=0,
+                backend="ray",
+                parallel=2,
+                study=study,
+                progress="none",
+                logdir=None,
+            )
+    finally:
+        timer.cancel()
+    saved = json.loads(study.read_text())["trials"]
+    finished = [t for t in saved if t["status"] == "ok"]
+    assert finished, "trials that finished before the interrupt are saved"
+    assert len(finished) < 200
+    assert signal.getsignal(signal.SIGINT) is handler_before
+
+
+def test_an_objective_too_large_to_send_names_the_variable():
+    from nbopt.tuning._ray import check_sendable
+
+    weights = list(range(200_000))
+
+    def objective(x):
+        return x + len(weights)
+
+    check_sendable(objective)  # fine under Ray's real limit
+    with pytest.raises(ConfigError, match="most of it is the variable 'weights'"):
+        check_sendable(objective, limit=100_000)
+
+
+def test_an_objective_that_cannot_be_pickled_names_the_variable():
+    from nbopt.tuning._ray import check_sendable
+
+    lock = threading.Lock()
+
+    def objective(x):
+        with lock:
+            return x
+
+    with pytest.raises(ConfigError, match="because of the variable 'lock'"):
+        check_sendable(objective)
+
+
+def test_backend_ray_without_ray_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r'pip install "nbopt\[ray\]"'):
+        nbopt.tune(lambda x, k: x, SPACE, max_evals=2, backend="ray", progress="none", logdir=None)
+
+
+def test_unknown_backend_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown backend 'spark'; known backends: local, ray"):
+        nbopt.tune(lambda x, k: x, SPACE, backend="spark", progress="none", logdir=None)
