@@ -30,18 +30,25 @@ _LAZY = {
     "tune": "nbopt.tuning",
     "TuneResult": "nbopt.tuning",
     "Trial": "nbopt.tuning",
+    "launch": "nbopt.launching",
+    "LaunchError": "nbopt.launching",
+    "LaunchTimeout": "nbopt.launching",
 }
 
 if TYPE_CHECKING:
+    from nbopt.launching import LaunchError, LaunchTimeout, launch
     from nbopt.tuning import Trial, TuneResult, tune
 
 __all__ = [
     "ConfigError",
+    "LaunchError",
+    "LaunchTimeout",
     "Trial",
     "TrialStopped",
     "TuneError",
     "TuneResult",
     "choice",
+    "launch",
     "load_ipython_extension",
     "loguniform",
     "normal",

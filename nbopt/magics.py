@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class
 from traitlets import CaselessStrEnum, Unicode
 
+from nbopt.launching import _magic as accelerate_magic
 from nbopt.tuning import _magic as tune_magic
 from nbopt.ui import DEFAULT_LOGDIR
 from nbopt.ui.progress import PROGRESS_MODES
@@ -28,7 +29,7 @@ def _documented(text: str):
 
 @magics_class
 class NbOptMagics(Magics):
-    """nbopt's magics: ``%tune``."""
+    """nbopt's magics: ``%tune`` and ``%%accelerate``."""
 
     progress = CaselessStrEnum(
         PROGRESS_MODES,
@@ -47,3 +48,8 @@ class NbOptMagics(Magics):
     @_documented(tune_magic.HELP)
     def tune(self, line: str, cell: str | None = None) -> Any:
         return tune_magic.run_tune_magic(self, line, cell)
+
+    @cell_magic
+    @_documented(accelerate_magic.HELP)
+    def accelerate(self, line: str, cell: str) -> None:
+        accelerate_magic.run_accelerate_magic(self, line, cell)

@@ -1,0 +1,77 @@
+"""How a job's events are shown live and logged to TensorBoard.
+
+Live: each rank's last report (``rank N: step 12: loss=0.3``), a table row per finished rank
+and rank 0's curve. TensorBoard: one run per rank under the job's directory
+(``logdir/accelerate-YYYYmmdd-HHMMSS/rank-N``), so the ranks' curves share a chart.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from nbopt.launching._events import DONE, FAILED, RankFinished, RankStepReported
+from nbopt.ui import _format as fmt
+from nbopt.ui.events import StepReported
+from nbopt.ui.progress import ProgressState, Row, present
+from nbopt.ui.tensorboard import EventFile, TensorBoardReporter
+
+_MAX_CURVE_POINTS = 1000
+_rank_files: weakref.WeakKeyDictionary[TensorBoardReporter, dict[int, EventFile]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@present.register(RankStepReported)
+def _present_step(event: RankStepReported, state: ProgressState) -> None:
+    present.dispatch(StepReported)(event, state)
+    if event.rank != 0:
+        return
+    if event.value is not None:
+        name, value = "value", event.value
+    elif event.metrics:
+        name, value = next(iter(event.metrics.items()))
+    else:
+        return
+    state.curve_label = f"rank 0: {name}"
+    state.curve.append((event.step, value))
+    if len(state.curve) > _MAX_CURVE_POINTS:
+        # Halve the resolution rather than drop the start: the whole run stays in view.
+        state.curve[:] = state.curve[::2]
+
+
+@present.register(RankFinished)
+def _present_rank_end(event: RankFinished, state: ProgressState) -> None:
+    state.live.pop(f"rank {event.rank}", None)
+    if event.status == DONE:
+        state.done += 1
+    elif event.status == FAILED:
+        state.failed += 1
+    took = fmt.duration(event.seconds)
+    detail = f"  {event.detail}" if event.detail else ""
+    state.rows.append(
+        Row(
+            (event.rank, event.status, took, event.detail),
+            f"rank {event.rank} {event.status} after {took}{detail}",
+            # Few rows, each worth printing: never skipped by the text view's throttling.
+            important=True,
+        )
+    )
+
+
+@TensorBoardReporter.handle.register(RankStepReported)
+def _log_step(reporter: TensorBoardReporter, event: RankStepReported) -> None:
+    files = _rank_files.setdefault(reporter, {})
+    writer = files.get(event.rank)
+    if writer is None:
+        writer = files[event.rank] = EventFile(reporter.run_dir / f"rank-{event.rank}")
+    if event.value is not None:
+        writer.scalar(reporter.metric, event.value, event.step)
+    for name, value in event.metrics.items():
+        writer.scalar(name, value, event.step)
+
+
+@TensorBoardReporter.handle.register(RankFinished)
+def _log_rank_end(reporter: TensorBoardReporter, event: RankFinished) -> None:
+    writer = _rank_files.get(reporter, {}).pop(event.rank, None)
+    if writer is not None:
+        writer.close()
