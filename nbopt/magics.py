@@ -6,9 +6,11 @@ extension.
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
-from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from traitlets import CaselessStrEnum, Unicode
 
 from nbopt.launching import _magic as accelerate_magic
@@ -29,7 +31,7 @@ def _documented(text: str):
 
 @magics_class
 class NbOptMagics(Magics):
-    """nbopt's magics: ``%tune`` and ``%%accelerate``."""
+    """nbopt's magics: ``%tune``, ``%%accelerate`` and ``%nbopt``."""
 
     progress = CaselessStrEnum(
         PROGRESS_MODES,
@@ -53,3 +55,20 @@ class NbOptMagics(Magics):
     @_documented(accelerate_magic.HELP)
     def accelerate(self, line: str, cell: str) -> None:
         accelerate_magic.run_accelerate_magic(self, line, cell)
+
+    @line_magic
+    def nbopt(self, line: str) -> None:
+        """nbopt's own commands.
+
+        %nbopt tensorboard [LOGDIR]   open TensorBoard on LOGDIR (default: the magics' logdir,
+                                      %config NbOptMagics.logdir) inside the notebook
+        """
+        words = shlex.split(line)
+        if not words or words[0] != "tensorboard" or len(words) > 2:
+            raise UsageError("%nbopt: usage: %nbopt tensorboard [LOGDIR]")
+        logdir = words[1] if len(words) == 2 else self.logdir
+        if logdir in ("", "none"):
+            raise UsageError("%nbopt tensorboard: logging is off (NbOptMagics.logdir); give LOGDIR")
+        from tensorboard import notebook
+
+        notebook.start(f"--logdir {shlex.quote(logdir)} --host 127.0.0.1")
