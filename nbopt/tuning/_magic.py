@@ -204,5 +204,6 @@ def _reject_extra(extra: dict[str, str]) -> None:
         close = difflib.get_close_matches(key, list(SCHEMA.options), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UsageError(
-            f"%%tune: unknown option {key!r}{hint}; in the cell form, the dimensions go in the cell"
+            f"%%tune: unknown option {key!r}{hint}; "
+            "in the cell form, put the dimensions in the cell"
         )
