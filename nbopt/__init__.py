@@ -30,12 +30,15 @@ _LAZY = {
     "tune": "nbopt.tuning",
     "TuneResult": "nbopt.tuning",
     "Trial": "nbopt.tuning",
+    "optimize": "nbopt.compress",
+    "OptimizeResult": "nbopt.compress",
     "launch": "nbopt.launching",
     "LaunchError": "nbopt.launching",
     "LaunchTimeout": "nbopt.launching",
 }
 
 if TYPE_CHECKING:
+    from nbopt.compress import OptimizeResult, optimize
     from nbopt.launching import LaunchError, LaunchTimeout, launch
     from nbopt.tuning import Trial, TuneResult, tune
 
@@ -43,6 +46,7 @@ __all__ = [
     "ConfigError",
     "LaunchError",
     "LaunchTimeout",
+    "OptimizeResult",
     "Trial",
     "TrialStopped",
     "TuneError",
@@ -52,6 +56,7 @@ __all__ = [
     "load_ipython_extension",
     "loguniform",
     "normal",
+    "optimize",
     "qloguniform",
     "quniform",
     "randint",

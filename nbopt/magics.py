@@ -13,6 +13,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from traitlets import CaselessStrEnum, Unicode
 
+from nbopt.compress import _magic as optimize_magic
 from nbopt.launching import _magic as accelerate_magic
 from nbopt.tuning import _magic as tune_magic
 from nbopt.ui import DEFAULT_LOGDIR
@@ -31,7 +32,7 @@ def _documented(text: str):
 
 @magics_class
 class NbOptMagics(Magics):
-    """nbopt's magics: ``%tune``, ``%%accelerate`` and ``%nbopt``."""
+    """nbopt's magics: ``%tune``, ``%%optimize``, ``%%accelerate`` and ``%nbopt``."""
 
     progress = CaselessStrEnum(
         PROGRESS_MODES,
@@ -50,6 +51,11 @@ class NbOptMagics(Magics):
     @_documented(tune_magic.HELP)
     def tune(self, line: str, cell: str | None = None) -> Any:
         return tune_magic.run_tune_magic(self, line, cell)
+
+    @cell_magic
+    @_documented(optimize_magic.HELP)
+    def optimize(self, line: str, cell: str) -> Any:
+        return optimize_magic.run_optimize_magic(self, line, cell)
 
     @cell_magic
     @_documented(accelerate_magic.HELP)

@@ -409,7 +409,11 @@ def test_tune_schema_help_lists_every_option() -> None:
 # --- property test: any line either parses or is a UsageError --------------------------------
 
 # Every magic's schema, by the module that defines it; add new magics here.
-MAGIC_SCHEMA_MODULES = ["nbopt.tuning._magic"]
+MAGIC_SCHEMA_MODULES = [
+    "nbopt.tuning._magic",
+    "nbopt.compress._magic",
+    "nbopt.launching._magic",
+]
 
 
 def _schemas() -> list:

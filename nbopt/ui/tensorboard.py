@@ -131,7 +131,8 @@ class TensorBoardReporter:
     """Writes the events of a run under ``logdir``; ``run`` names its directory.
 
     Engines that define their own events add handlers with
-    ``@TensorBoardReporter.handle.register``.
+    ``@TensorBoardReporter.handle.register``, on a function whose ``self`` parameter has no
+    annotation (``singledispatchmethod`` dispatches on the first annotated parameter).
     """
 
     def __init__(self, logdir: str | os.PathLike[str] = DEFAULT_LOGDIR, run: str = "") -> None:

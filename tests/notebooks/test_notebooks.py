@@ -67,8 +67,10 @@ def test_demo_notebook_runs_and_its_live_views_finish(path, tmp_path):
             data = output.get("data", {})
             if WIDGET_VIEW not in data:
                 continue
+            assert data.get("text/plain"), "every widget has a plain-text fallback"
+            if not data["text/plain"].startswith("nbopt "):
+                continue  # a widget of the user's own (a tqdm bar, say)
             views += 1
-            assert data.get("text/plain", "").startswith("nbopt "), "a plain-text fallback"
             bars = progress_bars(data[WIDGET_VIEW]["model_id"], models)
             assert len(bars) == 1
             bar = bars[0]
@@ -77,7 +79,7 @@ def test_demo_notebook_runs_and_its_live_views_finish(path, tmp_path):
             planned = re.search(r"max_evals=(\d+)", cell.source)
             if planned:
                 assert bar["value"] == int(planned.group(1))
-    assert views >= 1, "the notebook shows at least one live view"
+    assert views >= 1, "the notebook shows at least one nbopt live view"
 
 
 @pytest.mark.slow

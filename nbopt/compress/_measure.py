@@ -1,0 +1,231 @@
+"""Measuring a model: weights, non-zeros, serialized size, MACs, latency and the user's metric.
+
+Everything here is measured on the model as it is, never estimated from its configuration:
+quantized weights are counted where each kind of quantized module keeps them, the size is the
+bytes ``torch.save`` writes, and latency is a median over repeated timed calls.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import numbers
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from nbopt.compress._inputs import call, device_of
+from nbopt.compress._result import Measurement
+from nbopt.errors import ConfigError
+
+# Integer weights that quantized models keep as buffers (PT2E's folded int8 weights).
+_LOW_BIT_DTYPES = {torch.int8, torch.uint8, torch.qint8, torch.quint8, torch.quint4x2}
+_WARMUP_CALLS = 3
+_WARMUP_SECONDS = 0.05
+
+
+def measure(
+    model: nn.Module,
+    example: Any,
+    *,
+    metric: float | None = None,
+    latency: bool = True,
+) -> Measurement:
+    """Weights, non-zeros, size and, with an ``example``, MACs and latency."""
+    params, nonzero = count_weights(model)
+    macs = latency_s = None
+    if example is not None:
+        macs = count_macs(model, example)
+        if latency:
+            latency_s = measure_latency([model], example)[0]
+    return Measurement(params, nonzero, serialized_size(model), macs, latency_s, metric)
+
+
+def weights(model: nn.Module) -> Iterator[torch.Tensor]:
+    """Every weight the model stores, in float or quantized form; a shared one once."""
+    seen: set[int] = set()
+    for module in model.modules():
+        for tensor in (*module.parameters(recurse=False), *_low_bit_buffers(module)):
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                yield tensor
+        yield from _packed_weights(module)
+
+
+def _low_bit_buffers(module: nn.Module) -> Iterator[torch.Tensor]:
+    return (b for b in module.buffers(recurse=False) if b.dtype in _LOW_BIT_DTYPES)
+
+
+def _packed_weights(module: nn.Module) -> Iterator[torch.Tensor]:
+    """The weights torch.ao's quantized modules pack; each kind unpacks them its own way, into
+    new tensors at each call."""
+    if not type(module).__module__.startswith("torch.ao.nn.quantized"):
+        return
+    if hasattr(module, "get_weight"):
+        yield from module.get_weight().values()
+        yield from module.get_bias().values()
+        return
+    for name in ("weight", "bias"):
+        getter = getattr(module, name, None)
+        tensor = getter() if callable(getter) else None
+        if isinstance(tensor, torch.Tensor):
+            yield tensor
+
+
+def count_weights(model: nn.Module) -> tuple[int, int]:
+    """``(weights, non-zero weights)``; a quantized weight is zero where it dequantizes to 0."""
+    total = nonzero = 0
+    with torch.no_grad():
+        for tensor in weights(model):
+            total += tensor.numel()
+            nonzero += int(torch.count_nonzero(_dense(tensor)))
+    return total, nonzero
+
+
+def _dense(tensor: torch.Tensor) -> torch.Tensor:
+    # Quantized tensors and torchao's tensor subclasses compare with 0 only once dequantized.
+    if tensor.is_quantized or type(tensor) not in (torch.Tensor, nn.Parameter):
+        return tensor.dequantize()
+    return tensor
+
+
+def serialized_size(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def count_macs(model: nn.Module, example: Any) -> int:
+    """Multiply-accumulates of one forward pass on ``example``.
+
+    torch's ``FlopCounterMode`` counts the matrix products and convolutions it sees at dispatch
+    (also those of functional code); the kernels it cannot see into (recurrent layers, torch.ao's
+    quantized modules) are counted by forward hooks. Attention's fused fast path is turned off
+    for the count, so its products are seen too.
+    """
+    opaque = 0
+
+    def count(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        nonlocal opaque
+        opaque += _opaque_macs(module, inputs, output)
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if _is_opaque(m)]
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with (
+            torch.no_grad(),
+            FlopCounterMode(display=False, custom_mapping=_MISSING_FORMULAS) as counter,
+        ):
+            call(model, example)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
+        for handle in handles:
+            handle.remove()
+    return counter.get_total_flops() // 2 + opaque
+
+
+def _cpu_attention_flops(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+# torch's counter knows the CUDA attention kernels but not the CPU one (torch 2.13).
+_MISSING_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops
+}
+
+
+def _is_opaque(module: nn.Module) -> bool:
+    if isinstance(module, nn.RNNBase):
+        return True
+    name = type(module).__module__
+    return name.startswith("torch.ao.nn.quantized") and (
+        hasattr(module, "mode") or hasattr(module, "in_features") or hasattr(module, "kernel_size")
+    )
+
+
+def _opaque_macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
+    if hasattr(module, "mode"):
+        return _recurrent_macs(module, inputs[0])
+    if hasattr(module, "in_features"):
+        return inputs[0].numel() * module.out_features
+    kernel = math.prod(module.kernel_size)
+    return output.numel() * (module.in_channels // module.groups) * kernel
+
+
+def _recurrent_macs(module: Any, first_input: Any) -> int:
+    data = first_input.data if hasattr(first_input, "batch_sizes") else first_input
+    steps = data.numel() // data.shape[-1]
+    gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+    hidden = module.hidden_size
+    projected = getattr(module, "proj_size", 0) or hidden
+    directions = 2 if module.bidirectional else 1
+    per_step = 0
+    for layer in range(module.num_layers):
+        inputs = module.input_size if layer == 0 else projected * directions
+        per_step += gates * hidden * (inputs + projected)
+        if projected != hidden:  # an LSTM with proj_size projects each hidden state
+            per_step += hidden * projected
+    return steps * per_step * directions
+
+
+def measure_latency(
+    models: Sequence[Callable[..., Any]],
+    example: Any,
+    *,
+    min_repeats: int = 10,
+    min_seconds: float = 0.3,
+    max_repeats: int = 200,
+) -> list[float]:
+    """Median seconds per call of each model on ``example``, measured side by side.
+
+    Each model is warmed up, then the models are called in turn, round after round, until each
+    has run ``min_repeats`` times and ``min_seconds`` have passed: a burst of load from another
+    process then slows every model alike instead of one of them.
+    """
+    devices = {device_of(m) for m in models if isinstance(m, nn.Module)}
+    synchronize = torch.cuda.synchronize if any(d.type == "cuda" for d in devices) else None
+    times: list[list[float]] = [[] for _ in models]
+    with torch.no_grad():
+        for model in models:
+            started = time.perf_counter()
+            for calls in range(1, 1000):
+                call(model, example)
+                if calls >= _WARMUP_CALLS and time.perf_counter() - started > _WARMUP_SECONDS:
+                    break
+        started = time.perf_counter()
+        while len(times[0]) < max_repeats and (
+            len(times[0]) < min_repeats or time.perf_counter() - started < min_seconds
+        ):
+            for model, samples in zip(models, times, strict=True):
+                if synchronize is not None:
+                    synchronize()
+                clock = time.perf_counter()
+                call(model, example)
+                if synchronize is not None:
+                    synchronize()
+                samples.append(time.perf_counter() - clock)
+    return [statistics.median(samples) for samples in times]
+
+
+def read_metric(value: Any) -> float:
+    """The number ``eval=`` returned; ConfigError for anything else."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_complex:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(
+            f"eval= must return a number (the metric), got {type(value).__name__}: "
+            f"{_short_repr(value)}"
+        )
+    return float(value)
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"

@@ -1,0 +1,277 @@
+"""The optimisation run: validate everything, then prune, factorise, fine-tune and quantize a
+copy of the model, measuring it after each step.
+
+Nothing the user passed is changed before every check has passed, and the original model is
+never changed at all unless ``inplace=True``, in which case it takes the optimised model's
+state only once every step has succeeded.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from nbopt._context import reporting_to
+from nbopt.compress import _views  # noqa: F401 - registers how the events are shown and logged
+from nbopt.compress._events import (
+    BaselineMeasured,
+    FinetuneReported,
+    OptimizeFinished,
+    StepFinished,
+    StepStarted,
+)
+from nbopt.compress._inputs import call, device_of, eval_mode, set_eval
+from nbopt.compress._measure import measure, measure_latency, read_metric
+from nbopt.compress._registry import (
+    LOWRANK,
+    PRUNING,
+    QUANTIZATION,
+    Backend,
+    StaticInt8,
+    StepContext,
+    StepOutcome,
+)
+from nbopt.compress._result import Measurement, OptimizeResult, StepRecord
+from nbopt.errors import ConfigError
+from nbopt.ui.events import EventBus, RunFinished, RunStarted
+
+
+@dataclass(frozen=True)
+class Step:
+    """A planned step: its kind, label, backend and validated config (for fine-tuning, no
+    backend and the user's function)."""
+
+    kind: str
+    label: str
+    backend: Backend | None = None
+    config: Any = None
+
+
+def plan_steps(
+    *,
+    prune: float | None,
+    prune_mode: str,
+    prune_ignore: Sequence[str],
+    lowrank: float | None,
+    finetune: Callable[..., Any] | None,
+    quant: str | None,
+    calib: Any,
+) -> list[Step]:
+    """The steps to run, in their fixed order; ConfigError for any invalid option."""
+    steps = []
+    pruning = PRUNING.get(prune_mode)
+    if prune is not None:
+        config = pruning.make_config(amount=prune, ignore=tuple(prune_ignore))
+        steps.append(Step("prune", f"prune {prune_mode} {prune:g}", pruning, config))
+    elif prune_ignore:
+        raise ConfigError("prune_ignore= is given without prune=")
+    if lowrank is not None:
+        backend = LOWRANK.get("svd")
+        config = backend.make_config(energy=lowrank)
+        steps.append(Step("lowrank", f"low-rank {lowrank:g}", backend, config))
+    if finetune is not None:
+        if not callable(finetune):
+            raise ConfigError(
+                f"finetune= must be a function of the model, got {type(finetune).__name__}"
+            )
+        steps.append(
+            Step("finetune", f"finetune {_function_name(finetune, 'finetune')}", None, finetune)
+        )
+    if quant is not None:
+        backend = QUANTIZATION.get(quant)
+        steps.append(Step("quant", f"quantize {quant}", backend, backend.make_config(calib=calib)))
+    if calib is not None and not any(isinstance(s.config, StaticInt8) for s in steps):
+        raise ConfigError("calib= is only used by quant=int8-static")
+    return steps
+
+
+def _function_name(function: Any, default: str) -> str:
+    name = getattr(function, "__name__", default)
+    return default if name == "<lambda>" else name
+
+
+class Optimization:
+    """One run of :func:`nbopt.compress.optimize`."""
+
+    def __init__(
+        self,
+        model: Any,
+        steps: list[Step],
+        *,
+        example: Any,
+        evaluate: Callable[[Any], Any] | None,
+        inplace: bool,
+        bus: EventBus,
+        name: str,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if evaluate is not None and not callable(evaluate):
+            raise ConfigError(
+                f"eval= must be a function of the model, got {type(evaluate).__name__}"
+            )
+        if inplace and any(isinstance(s.config, StaticInt8) for s in steps):
+            raise ConfigError(
+                "inplace=True cannot be used with quant=int8-static: it makes a new kind of "
+                "model (a GraphModule); use the result's .model"
+            )
+        self.original = model
+        self.steps = steps
+        self.example = example
+        self.evaluate = evaluate
+        self.inplace = inplace
+        self.bus = bus
+        self.name = name
+        self.metric_name = _function_name(evaluate, "metric")
+        self.work: nn.Module = model
+        self.context = StepContext(example, device_of(model))
+
+    def run(self) -> OptimizeResult:
+        """Validate, then run every step; re-raises what a step raised, with the original
+        model unchanged."""
+        metric = self._prepare()
+        labels = " -> ".join(step.label for step in self.steps) or "measure"
+        self.bus.emit(
+            RunStarted(
+                kind="optimize",
+                title=f"optimize · {labels}",
+                total=len(self.steps),
+                unit="steps",
+                metric=self.metric_name,
+                mode="max",
+                name=self.name,
+                columns=("step", "params", "size", "MACs", "latency", self.metric_name, "time"),
+                config={"steps": [step.label for step in self.steps]},
+            )
+        )
+        try:
+            baseline = measure(self.work, self.example, metric=metric)
+            self.bus.emit(BaselineMeasured(baseline, self.metric_name))
+            records: list[StepRecord] = []
+            for index, step in enumerate(self.steps, 1):
+                self.bus.emit(StepStarted(index, len(self.steps), step.label))
+                previous = records[-1].after if records else baseline
+                records.append(self._run_step(step))
+                self.bus.emit(
+                    StepFinished(index, records[-1], baseline, previous, self.metric_name)
+                )
+            result = self._finish(baseline, records)
+        except KeyboardInterrupt:
+            self.bus.emit(RunFinished("optimize", "interrupted", "the original model is unchanged"))
+            raise
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}; the original model is unchanged"
+            self.bus.emit(RunFinished("optimize", "failed", message))
+            raise
+        self.bus.emit(OptimizeFinished(result))
+        self.bus.emit(RunFinished("optimize", "done", result.summary(), result=result))
+        return result
+
+    def _prepare(self) -> float | None:
+        """Copy the model and check every input on the copy; the baseline metric."""
+        try:
+            self.work = copy.deepcopy(self.original)
+        except Exception as exc:
+            raise ConfigError(
+                f"the model cannot be copied ({type(exc).__name__}: {exc}); optimize works on "
+                "a copy so that a failing step never leaves the model half-changed"
+            ) from None
+        set_eval(self.work)
+        if self.example is not None:
+            try:
+                with torch.no_grad():
+                    call(self.work, self.example)
+            except Exception as exc:
+                raise ConfigError(
+                    f"example= does not run through the model: {type(exc).__name__}: {exc}"
+                ) from None
+        for step in self.steps:
+            check = step.backend.load_check() if step.backend is not None else None
+            if check is not None:
+                check(self.work, step.config, self.context)
+        return None if self.evaluate is None else read_metric(self.evaluate(self.work))
+
+    def _run_step(self, step: Step) -> StepRecord:
+        clock = time.perf_counter()
+        if step.backend is None:
+            outcome = self._run_finetune(step.config)
+        else:
+            outcome = step.backend.load()(self.work, step.config, self.context)
+        seconds = time.perf_counter() - clock
+        self.work = outcome.model
+        set_eval(self.work)
+        metric = None if self.evaluate is None else read_metric(self.evaluate(self.work))
+        after = measure(self.work, self.example, metric=metric)
+        return StepRecord(
+            step.kind,
+            step.label,
+            outcome.detail,
+            seconds,
+            after,
+            tuple(outcome.notes),
+            outcome.info,
+        )
+
+    def _run_finetune(self, finetune: Callable[[Any], Any]) -> StepOutcome:
+        """Call the fine-tune function with the model in training mode; what it reports with
+        ``nbopt.report`` goes to the live view and TensorBoard."""
+        reports = 0
+
+        def sink(step: int, value: float | None, metrics: dict[str, float]) -> None:
+            nonlocal reports
+            reports += 1
+            self.bus.emit(FinetuneReported(step, value, metrics))
+
+        self.work.train()
+        with reporting_to(sink):
+            returned = finetune(self.work)
+        model = returned if isinstance(returned, nn.Module) else self.work
+        detail = f"{_function_name(finetune, 'finetune')} trained the model"
+        if reports:
+            detail += f" ({reports} reports)"
+        return StepOutcome(model, detail)
+
+    def _finish(self, baseline: Measurement, records: list[StepRecord]) -> OptimizeResult:
+        last = records[-1].after if records else baseline
+        before, after = baseline, last
+        if self.example is not None:
+            # The summary compares the two models side by side, alternating calls, so that a
+            # change in the machine's load during the run does not show as a speed-up.
+            with eval_mode(self.original):
+                first, second = measure_latency([self.original, self.work], self.example)
+            before = dataclasses.replace(baseline, latency_s=first)
+            after = dataclasses.replace(last, latency_s=second)
+        notes = list(dict.fromkeys(note for record in records for note in record.notes))
+        model = self.work
+        if self.inplace:
+            _become(self.original, self.work)
+            model = self.original
+        return OptimizeResult(
+            model=model,
+            before=before,
+            after=after,
+            steps=records,
+            notes=notes,
+            metric_name=self.metric_name,
+            threads=torch.get_num_threads(),
+            device=str(self.context.device),
+        )
+
+
+def _become(original: nn.Module, optimised: nn.Module) -> None:
+    """Give ``original`` the optimised model's state, so that the user's variable is the
+    optimised model."""
+    if type(optimised) is not type(original):
+        raise ConfigError(
+            f"inplace=True: the optimised model is a {type(optimised).__name__}, not a "
+            f"{type(original).__name__}; the original is unchanged, use the result's .model"
+        )
+    original.__dict__.clear()
+    original.__dict__.update(optimised.__dict__)

@@ -1,0 +1,239 @@
+"""Dynamic int8 quantization (CPU: torch.ao; CUDA: torchao) and float16/bfloat16 casts."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from nbopt._imports import optional_import
+from nbopt.compress._inputs import keep_transformer_layers_working, map_tensors
+from nbopt.compress._registry import Cast, DynamicInt8, StepContext, StepOutcome
+from nbopt.errors import ConfigError
+
+_DYNAMIC_TYPES = (nn.Linear, nn.LSTM, nn.GRU)
+_EMBEDDING_TYPES = (nn.Embedding, nn.EmbeddingBag)
+
+
+@contextlib.contextmanager
+def quiet_torch_ao() -> Iterator[None]:
+    """Hide torch.ao.quantization's deprecation warnings, for this call only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning
+        )
+        warnings.filterwarnings(
+            "ignore",
+            message="torch.quantize_per_tensor, torch.quantize_per_channel",
+            category=UserWarning,
+        )
+        yield
+
+
+def import_torchao(module: str, purpose: str) -> Any:
+    """Import a torchao module without the log lines its first import writes on machines
+    without its CUDA extensions ("Failed to load ..._C_cutlass_90a.abi3.so") or with a newer
+    torch (a pytree deprecation notice), nor the deprecation warnings of the torch internals it
+    imports (``torch.jit.script_method``): they say nothing about the user's model."""
+    loggers = [logging.getLogger("torchao"), logging.getLogger("torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore",
+                message="`torch.jit.script_method` is deprecated",
+                category=DeprecationWarning,
+            )
+            return optional_import(module, "compress", purpose)
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def check_int8(model: nn.Module, config: DynamicInt8, context: StepContext) -> None:
+    device = context.device.type
+    if device == "cpu":
+        if torch.backends.quantized.engine == "none":
+            raise ConfigError(
+                "quant=int8 is not supported on this CPU: torch has no quantized engine "
+                f"(supported engines: {torch.backends.quantized.supported_engines})"
+            )
+    elif device == "cuda":
+        import_torchao("torchao.quantization", "quant=int8 on CUDA")
+    else:
+        raise ConfigError(
+            f"quant=int8 is not supported on {device}; it runs on cpu (torch.ao) and cuda (torchao)"
+        )
+    if not any(isinstance(m, _DYNAMIC_TYPES + _EMBEDDING_TYPES) for m in model.modules()):
+        raise ConfigError(
+            "quant=int8 found no Linear, LSTM, GRU or Embedding layer to quantize; for "
+            "convolutions use quant=int8-static with calib="
+        )
+
+
+def quantize_int8(model: nn.Module, config: DynamicInt8, context: StepContext) -> StepOutcome:
+    """8-bit weights with activations quantized at each call; embeddings 8-bit weight-only."""
+    if context.device.type == "cuda":
+        return quantize_int8_torchao(model)
+    return quantize_int8_cpu(model)
+
+
+def quantize_int8_cpu(model: nn.Module) -> StepOutcome:
+    """torch.ao's ``quantize_dynamic``: per-channel int8 Linear, int8 LSTM/GRU, and
+    embedding tables with 8-bit rows (each with its own scale and offset)."""
+    from torch.ao.quantization import (
+        default_dynamic_qconfig,
+        float_qparams_weight_only_qconfig,
+        per_channel_dynamic_qconfig,
+        quantize_dynamic,
+    )
+
+    spec: dict[type, Any] = {
+        nn.Linear: per_channel_dynamic_qconfig,
+        nn.LSTM: default_dynamic_qconfig,
+        nn.GRU: default_dynamic_qconfig,
+    }
+    if any(isinstance(m, _EMBEDDING_TYPES) for m in model.modules()):
+        spec.update(dict.fromkeys(_EMBEDDING_TYPES, float_qparams_weight_only_qconfig))
+    with quiet_torch_ao():
+        quantized = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    keep_transformer_layers_working(quantized)
+    return StepOutcome(quantized, _quantized_layers(quantized), notes=_float_leftovers(quantized))
+
+
+def quantize_int8_torchao(model: nn.Module) -> StepOutcome:
+    """torchao's ``quantize_``: int8 dynamic-activation Linear layers and int8 weight-only
+    embedding rows. The path for CUDA, where torchao has int8 kernels; it also runs, slowly,
+    on CPU."""
+    quantization = import_torchao("torchao.quantization", "quant=int8 on CUDA")
+    granularity = import_torchao("torchao.quantization.granularity", "quant=int8 on CUDA")
+    recurrent = any(isinstance(m, (nn.LSTM, nn.GRU)) for m in model.modules())
+    quantization.quantize_(model, quantization.Int8DynamicActivationInt8WeightConfig())
+    if any(isinstance(m, nn.Embedding) for m in model.modules()):
+        quantization.quantize_(
+            model,
+            quantization.IntxWeightOnlyConfig(
+                weight_dtype=torch.int8, granularity=granularity.PerAxis(0)
+            ),
+            filter_fn=lambda module, name: isinstance(module, nn.Embedding),
+        )
+    notes = _float_leftovers(model, static_available=False)
+    if recurrent:
+        notes.append("torchao has no int8 LSTM/GRU: recurrent layers stay in float")
+    return StepOutcome(model, _quantized_layers(model), notes=notes)
+
+
+def _quantized_layers(model: nn.Module) -> str:
+    """``int8 weights in 3 Linear, 1 Embedding``: the layers that now hold int8 weights."""
+    counts: Counter[str] = Counter()
+    for module in model.modules():
+        name = type(module).__name__
+        weight = getattr(module, "weight", None)
+        packed = type(module).__module__.startswith("torch.ao.nn.quantized") and name in (
+            "Linear",
+            "LSTM",
+            "GRU",
+            "Embedding",
+            "EmbeddingBag",
+        )
+        # torchao keeps the module and swaps its weight for a quantized tensor subclass.
+        subclass = isinstance(weight, torch.Tensor) and type(weight) not in (
+            torch.Tensor,
+            nn.Parameter,
+        )
+        if packed or subclass:
+            counts[name] += 1
+    if not counts:
+        return "no layer was quantized"
+    return "int8 weights in " + ", ".join(f"{n} {name}" for name, n in counts.items())
+
+
+def _float_leftovers(model: nn.Module, static_available: bool = True) -> list[str]:
+    """What dynamic quantization leaves in float, said plainly."""
+    notes = []
+    attention = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    if attention:
+        projections = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+        weights = sum(
+            m.out_proj.weight.numel()
+            + sum(getattr(m, name).numel() for name in projections if getattr(m, name) is not None)
+            for m in attention
+        )
+        notes.append(
+            f"nn.MultiheadAttention projections ({weights:,} weights) stay in float: "
+            "dynamic quantization does not reach into nn.MultiheadAttention"
+        )
+    if any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
+        hint = "; quant=int8-static (with calib=) quantizes them" if static_available else ""
+        notes.append(f"convolutions stay in float with dynamic int8{hint}")
+    return notes
+
+
+def fast_path(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether ``device`` has fast kernels for ``dtype`` (float16 or bfloat16)."""
+    if device.type == "cuda":
+        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        if dtype == torch.bfloat16:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    return True
+
+
+def check_cast(model: nn.Module, config: Cast, context: StepContext) -> None:
+    """Every dtype casts on every device; where it has no fast path, warn now."""
+    dtype = getattr(torch, config.dtype)
+    if not fast_path(dtype, context.device):
+        warnings.warn(
+            f"nbopt: this {context.device.type.upper()} has no fast {config.dtype} kernels: "
+            f"the cast halves the size but expect the model to run slower than in float32",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def cast(model: nn.Module, config: Cast, context: StepContext) -> StepOutcome:
+    """Cast the model to ``config.dtype``; it still takes and returns float32 tensors.
+
+    Forward hooks on the model cast its floating-point inputs to the new dtype and its outputs
+    back, so code written for the float32 model (an evaluation loop, ``example=``) runs
+    unchanged.
+    """
+    dtype = getattr(torch, config.dtype)
+    original = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    model.to(dtype)
+    model.register_forward_pre_hook(functools.partial(_cast_inputs, dtype=dtype), with_kwargs=True)
+    model.register_forward_hook(functools.partial(_cast_outputs, dtype=original))
+    notes = [
+        f"the model casts floating-point inputs to {config.dtype} and its outputs back to "
+        f"{str(original).removeprefix('torch.')}"
+    ]
+    if not fast_path(dtype, context.device):
+        notes.append(
+            f"this {context.device.type.upper()} has no fast {config.dtype} kernels: the cast "
+            "halves the size, not the latency"
+        )
+    return StepOutcome(model, f"cast to {config.dtype}", notes=notes)
+
+
+def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
+    return map_tensors(value, lambda t: t.to(dtype) if t.is_floating_point() else t)
+
+
+def _cast_inputs(
+    module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, dtype: torch.dtype
+) -> tuple[Any, Any]:
+    return _cast_floats(args, dtype), _cast_floats(kwargs, dtype)
+
+
+def _cast_outputs(module: nn.Module, args: Any, output: Any, *, dtype: torch.dtype) -> Any:
+    return _cast_floats(output, dtype)

@@ -1,0 +1,127 @@
+"""``%%optimize`` in an in-process IPython shell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from IPython.core.error import UsageError
+
+from nbopt.compress import OptimizeResult
+
+SETUP = """
+import torch
+from torch import nn
+
+def make_mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
+
+x = torch.randn(16, 64)
+def score(model):
+    with torch.no_grad():
+        return float(model(x).std())
+"""
+
+
+@pytest.fixture
+def ip(shell: Any, run_cell) -> Any:
+    run_cell(shell, SETUP)
+    return shell
+
+
+def test_the_cell_runs_and_its_model_is_optimised(ip: Any, run_cell) -> None:
+    result = run_cell(
+        ip,
+        "%%optimize prune=0.5 quant=int8 example=x eval=score out=small\nmodel = make_mlp()",
+    )
+    assert isinstance(result, OptimizeResult)
+    assert ip.user_ns["small"] is result and ip.user_ns["_nbopt"] is result
+    model = ip.user_ns["model"]
+    assert isinstance(model[0], torch.nn.Linear) and model[0].out_features == 128  # untouched
+    assert result.model[0].out_features == 64
+    assert result.report["macs"].ratio == pytest.approx(0.5, abs=0.01)
+    assert result.metric_name == "score"
+
+
+def test_model_option_names_the_model(ip: Any, run_cell) -> None:
+    run_cell(ip, "net = make_mlp()")
+    result = run_cell(ip, "%%optimize model=net prune=0.25 example=x\nother = make_mlp()")
+    assert result.model[0].out_features == 96
+
+
+def test_a_loss_module_the_cell_builds_is_not_taken_for_the_model(ip: Any, run_cell) -> None:
+    result = run_cell(
+        ip, "%%optimize prune=0.5 example=x\nmodel = make_mlp()\nloss_fn = nn.CrossEntropyLoss()"
+    )
+    assert result.model[0].out_features == 64
+
+
+def test_inplace_changes_the_notebook_model(ip: Any, run_cell) -> None:
+    run_cell(ip, "%%optimize prune=0.5 example=x inplace\nmodel = make_mlp()")
+    assert ip.user_ns["model"][0].out_features == 64
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("%%optimize prune=0.5 example=x\nm1 = make_mlp(); m2 = make_mlp()", "several models"),
+        ("%%optimize prune=0.5 example=x\ny = 1", "assigned no nn.Module"),
+        ("%%optimize model=x prune=0.5\nmodel = make_mlp()", "'x' is a Tensor, not an nn.Module"),
+        (
+            "%%optimize prune=2 example=x\nmodel = make_mlp()",
+            r"prune=: expected a value in \(0, 1\)",
+        ),
+        ("%%optimize quant=int4\nmodel = make_mlp()", "expected one of int8|int8-static"),
+        ("%%optimize prune=0.5 exampel=x\nmodel = make_mlp()", "did you mean example"),
+        ("%%optimize eval=nothing\nmodel = make_mlp()", "'nothing' is not defined"),
+        ("%%optimize eval=x\nmodel = make_mlp()", "eval=: 'x' is not callable"),
+        (
+            "%%optimize prune=0.5 example=bad\nmodel = make_mlp(); bad = torch.randn(2, 3)",
+            "example= does not run through the model",
+        ),
+        (
+            "%%optimize prune=0.5 prune_ignore=fc example=x\nmodel = make_mlp()",
+            "no module named 'fc'",
+        ),
+        ("%%optimize quant=int8-static example=x\nmodel = make_mlp()", "needs calib="),
+    ],
+)
+def test_bad_input_is_a_one_line_usage_error(
+    ip: Any, run_cell, tmp_path, cell: str, message: str
+) -> None:
+    run_cell(ip, "%config NbOptMagics.logdir = 'tb'")
+    with pytest.raises(UsageError, match=message) as raised:
+        run_cell(ip, cell)
+    assert "\n" not in str(raised.value)
+    assert "_nbopt" not in ip.user_ns
+    assert not (tmp_path / "tb").exists()
+
+
+def test_an_error_in_the_cell_propagates(ip: Any, run_cell) -> None:
+    with pytest.raises(ZeroDivisionError):
+        run_cell(ip, "%%optimize prune=0.5 example=x\nmodel = make_mlp()\n1 / 0")
+
+
+def test_an_error_in_finetune_propagates_and_the_model_is_unchanged(ip: Any, run_cell) -> None:
+    run_cell(ip, "def boom(model):\n    raise RuntimeError('out of patience')")
+    with pytest.raises(RuntimeError, match="out of patience"):
+        run_cell(ip, "%%optimize prune=0.5 finetune=boom example=x inplace\nmodel = make_mlp()")
+    assert ip.user_ns["model"][0].out_features == 128
+
+
+def test_help_lists_every_option(ip: Any) -> None:
+    doc = ip.find_cell_magic("optimize").__doc__
+    for option in ("prune", "prune_mode", "prune_ignore", "lowrank", "finetune", "quant"):
+        assert f"  {option} " in doc
+    assert "int8|int8-static|fp16|bf16" in doc and "structured|unstructured" in doc
+
+
+def test_text_progress_and_tensorboard_logs(ip: Any, run_cell, tmp_path, capsys) -> None:
+    run_cell(ip, "%%optimize prune=0.5 example=x progress=text logdir=tb\nmodel = make_mlp()")
+    out = capsys.readouterr().out
+    assert "[nbopt] optimize · prune structured 0.5: 1 planned" in out
+    assert "[nbopt] done: size" in out
+    (run,) = (tmp_path / "tb").iterdir()
+    assert list(run.glob("events.out.tfevents.*"))
