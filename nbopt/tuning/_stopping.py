@@ -15,10 +15,10 @@ and says whether the trial should stop. Both rules are stateless functions of th
 from __future__ import annotations
 
 import abc
+import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from nbopt.errors import ConfigError
 from nbopt.tuning._trial import Trial
@@ -88,7 +88,7 @@ class MedianStopper(Stopper):
         if len(others) < self.min_trials:
             return False
         best_so_far = min(self.sign * value for _, value in trial.intermediate)
-        return best_so_far > float(np.median([self.sign * value for value in others]))
+        return best_so_far > statistics.median(self.sign * value for value in others)
 
 
 class AshaStopper(Stopper):
@@ -106,7 +106,7 @@ class AshaStopper(Stopper):
         recorded = [v for past in history if (v := _value_at(past, milestone)) is not None]
         if not recorded:
             return False
-        cutoff = float(np.percentile([self.sign * v for v in recorded], 100 / self.factor))
+        cutoff = _percentile([self.sign * v for v in recorded], 100 / self.factor)
         return self.sign * value > cutoff
 
     def _new_milestone(self, step: int, previous_step: int) -> int | None:
@@ -125,3 +125,12 @@ def _value_at(trial: Trial, milestone: int) -> float | None:
         if step >= milestone:
             return value
     return None
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile with linear interpolation (NumPy's and Ray's default method)."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
