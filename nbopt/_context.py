@@ -8,6 +8,7 @@ nothing, so the same training function runs unchanged in plain Python.
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -42,12 +43,22 @@ def report(step: int, value: float | None = None, **metrics: float) -> bool:
     sink = _sink.get()
     if sink is None:
         return False
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise TypeError(f"report() needs a non-negative int step, got {step!r}")
+    step = _step_number(step)
     if value is not None:
         value = float(value)
     sink(step, value, {name: _as_float(name, v) for name, v in metrics.items()})
     return True
+
+
+def _step_number(step: Any) -> int:
+    """``step`` as an int: Python, NumPy or torch integers (``np.arange`` epochs), never a bool."""
+    try:
+        number = None if isinstance(step, bool) else operator.index(step)
+    except TypeError:
+        number = None
+    if number is None or number < 0:
+        raise TypeError(f"report() needs a non-negative integer step, got {step!r}")
+    return number
 
 
 def _as_float(name: str, value: Any) -> float:

@@ -8,7 +8,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
-from nbopt.errors import ConfigError
+from nbopt.errors import ConfigError, did_you_mean
 from nbopt.options import Enum, Identifier, Option, ParsedLine, Text
 from nbopt.ui.progress import PROGRESS_MODES
 
@@ -61,10 +61,12 @@ def store_result(namespace: MutableMapping[str, Any], result: Any, out: str | No
 
 
 def assigned_names(source: str) -> set[str]:
-    """Names a cell assigns at its top level (``x = ...``, ``x, y = ...``, ``def f``, imports).
+    """Names a cell binds in the notebook's namespace when it runs.
 
-    Lets a magic accept ``model=net`` for a variable the cell itself is about to create, while
-    still rejecting a misspelt name before the cell runs.
+    Assignments anywhere outside function and class bodies count (inside ``if``, ``for``,
+    ``with`` or ``try`` too), as do ``def``/``class`` names and imports; an annotation without
+    a value does not. Lets a magic accept ``model=net`` for a variable the cell is about to
+    create, while still rejecting a misspelt name before the cell runs.
     """
     import ast
 
@@ -72,20 +74,38 @@ def assigned_names(source: str) -> set[str]:
         module = ast.parse(source)
     except SyntaxError:
         return set()
-    names: set[str] = set()
-    for statement in module.body:
-        targets: list[ast.AST] = []
-        if isinstance(statement, ast.Assign):
-            targets = list(statement.targets)
-        elif isinstance(statement, (ast.AnnAssign, ast.AugAssign)):
-            targets = [statement.target]
-        elif isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(statement.name)
-        elif isinstance(statement, (ast.Import, ast.ImportFrom)):
-            names.update((alias.asname or alias.name).split(".")[0] for alias in statement.names)
-        for target in targets:
-            names.update(node.id for node in ast.walk(target) if isinstance(node, ast.Name))
-    return names
+
+    class Binder(ast.NodeVisitor):
+        def __init__(self) -> None:
+            self.names: set[str] = set()
+
+        def visit_Name(self, node: ast.Name) -> None:
+            if isinstance(node.ctx, ast.Store):
+                self.names.add(node.id)
+
+        def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+            if node.value is not None:
+                self.visit(node.target)
+                self.visit(node.value)
+
+        def visit_FunctionDef(self, node: ast.AST) -> None:
+            self.names.add(node.name)  # type: ignore[attr-defined]
+
+        visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
+
+        def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
+            self.names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+
+        visit_ImportFrom = visit_Import
+
+        def visit_Lambda(self, node: ast.AST) -> None:
+            """A lambda's or a comprehension's variables are its own."""
+
+        visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = visit_Lambda
+
+    binder = Binder()
+    binder.visit(module)
+    return binder.names
 
 
 def check_names_exist(
@@ -96,15 +116,12 @@ def check_names_exist(
     ``names`` maps option -> variable name (None when not given). A name is fine if the
     notebook has it or the cell assigns it at its top level.
     """
-    import difflib
-
     created = assigned_names(cell)
     for option, name in names.items():
         if name is None or name in namespace or name in created:
             continue
         candidates = [k for k in namespace if not k.startswith("_")] + sorted(created)
-        close = difflib.get_close_matches(name, candidates, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = did_you_mean(name, candidates)
         raise UsageError(
             f"%{magic} {option}=: name {name!r} is not defined in the notebook "
             f"nor assigned by the cell{hint}"

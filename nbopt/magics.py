@@ -69,7 +69,10 @@ class NbOptMagics(Magics):
         %nbopt tensorboard [LOGDIR]   open TensorBoard on LOGDIR (default: the magics' logdir,
                                       %config NbOptMagics.logdir) inside the notebook
         """
-        words = shlex.split(line)
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%nbopt: {exc}") from None
         if not words or words[0] != "tensorboard" or len(words) > 2:
             raise UsageError("%nbopt: usage: %nbopt tensorboard [LOGDIR]")
         logdir = words[1] if len(words) == 2 else self.logdir

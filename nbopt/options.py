@@ -16,7 +16,6 @@ anything runs.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from IPython.core.error import UsageError
+
+from nbopt.errors import did_you_mean
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _OPEN = {"(": ")", "[": "]", "{": "}"}
@@ -160,7 +161,7 @@ class Enum(OptionType):
     def parse(self, raw: str, namespace: Mapping[str, Any]) -> str:
         value = unquote(raw)
         if value not in self.choices:
-            hint = _did_you_mean(value, self.choices)
+            hint = did_you_mean(value, self.choices)
             raise ValueError(f"expected one of {self.description}, got {raw!r}{hint}")
         return value
 
@@ -255,7 +256,7 @@ class Name(OptionType):
         if not _IDENTIFIER.match(name):
             raise ValueError(f"expected the name of a variable, got {raw!r}")
         if name not in namespace:
-            hint = _did_you_mean(name, [k for k in namespace if not k.startswith("_")])
+            hint = did_you_mean(name, [k for k in namespace if not k.startswith("_")])
             raise ValueError(f"name {name!r} is not defined in the notebook{hint}")
         value = namespace[name]
         problem = self.check(value) if self.check else None
@@ -319,11 +320,6 @@ def _check_range(
     too_high = high is not None and (value >= high if exclusive else value > high)
     if too_low or too_high:
         raise ValueError(f"expected a value{_range_text(low, high, exclusive)}, got {value}")
-
-
-def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 @dataclass(frozen=True)
@@ -400,7 +396,7 @@ class Schema:
                 parsed.extra[key] = raw
             else:
                 raise UsageError(
-                    f"%{self.magic}: unknown option {key!r}{_did_you_mean(key, self.options)}; "
+                    f"%{self.magic}: unknown option {key!r}{did_you_mean(key, self.options)}; "
                     f"see %{self.magic}? for the options"
                 )
         for key, raw in raw_values.items():
@@ -422,7 +418,9 @@ class Schema:
         if len(parsed.positional) < len(self.positional) and _IDENTIFIER.match(word):
             parsed.positional.append(word)
             return
-        hint = _did_you_mean(word, list(self.options))
+        if word in self.options:
+            raise UsageError(f"%{self.magic}: option {word!r} needs a value: {word}=...")
+        hint = did_you_mean(word, list(self.options))
         raise UsageError(f"%{self.magic}: unexpected {word!r}{hint}; options are key=value")
 
     def help(self) -> str:

@@ -352,7 +352,7 @@ def test_bare_flags_and_positional_names() -> None:
     assert parsed["restart"] is True
     assert parsed.positional == ["train"]
     assert "unexpected 'other'" in _usage_error("train other")
-    assert "unexpected 'algo'" in _usage_error("train algo")  # not a flag
+    assert "option 'algo' needs a value: algo=..." in _usage_error("train algo")  # not a flag
     assert "unexpected '1x'" in _usage_error("1x")
     message = _usage_error("train restrat")
     assert "did you mean restart?" in message

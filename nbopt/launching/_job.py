@@ -36,6 +36,7 @@ from nbopt.launching._relay import Relay
 from nbopt.launching._worker import RankSetup, run_rank, unpack_result
 from nbopt.ui import _format as fmt
 from nbopt.ui.events import EventBus, RunFinished, RunStarted
+from nbopt.ui.tensorboard import run_name
 
 # After a first failure, how long to keep listening so that the rank that failed first is the
 # one named (a rank blocked in a collective fails too, a moment later).
@@ -89,7 +90,7 @@ class Job:
                 title=plan.title,
                 total=plan.num_processes,
                 unit="ranks",
-                name=time.strftime("accelerate-%Y%m%d-%H%M%S"),
+                name=run_name("accelerate"),
                 columns=("rank", "status", "time", "detail"),
                 config={
                     "num_processes": plan.num_processes,

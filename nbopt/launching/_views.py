@@ -7,18 +7,13 @@ and rank 0's curve. TensorBoard: one run per rank under the job's directory
 
 from __future__ import annotations
 
-import weakref
-
 from nbopt.launching._events import DONE, FAILED, RankFinished, RankStepReported
 from nbopt.ui import _format as fmt
 from nbopt.ui.events import StepReported
 from nbopt.ui.progress import ProgressState, Row, present
-from nbopt.ui.tensorboard import EventFile, TensorBoardReporter
+from nbopt.ui.tensorboard import TensorBoardReporter
 
 _MAX_CURVE_POINTS = 1000
-_rank_files: weakref.WeakKeyDictionary[TensorBoardReporter, dict[int, EventFile]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 @present.register(RankStepReported)
@@ -60,10 +55,7 @@ def _present_rank_end(event: RankFinished, state: ProgressState) -> None:
 
 @TensorBoardReporter.handle.register(RankStepReported)
 def _log_step(reporter: TensorBoardReporter, event: RankStepReported) -> None:
-    files = _rank_files.setdefault(reporter, {})
-    writer = files.get(event.rank)
-    if writer is None:
-        writer = files[event.rank] = EventFile(reporter.run_dir / f"rank-{event.rank}")
+    writer = reporter.run_file(f"rank-{event.rank}")
     if event.value is not None:
         writer.scalar(reporter.metric, event.value, event.step)
     for name, value in event.metrics.items():
@@ -72,6 +64,4 @@ def _log_step(reporter: TensorBoardReporter, event: RankStepReported) -> None:
 
 @TensorBoardReporter.handle.register(RankFinished)
 def _log_rank_end(reporter: TensorBoardReporter, event: RankFinished) -> None:
-    writer = _rank_files.get(reporter, {}).pop(event.rank, None)
-    if writer is not None:
-        writer.close()
+    reporter.close_run_file(f"rank-{event.rank}")

@@ -19,7 +19,6 @@ import pickle
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -27,9 +26,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from nbopt._context import reporting_to
+from nbopt.errors import user_traceback
 
 RANK_VARIABLE = "NBOPT_LAUNCH_RANK"
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
 # How faulthandler's dumps begin a frame of this module.
 WORKER_FRAME = f'File "{Path(__file__).resolve()}"'
 _PR_SET_PDEATHSIG = 1
@@ -192,15 +191,6 @@ def _unsendable_report(exc: Exception) -> dict[str, Any]:
         "time": time.time(),
         "exception": None,
     }
-
-
-def user_traceback(exc: BaseException) -> str:
-    """The traceback from the first frame outside this package: what the user's code did."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        tb = tb.tb_next
-    shown = tb if tb is not None else exc.__traceback__
-    return "".join(traceback.format_exception(type(exc), exc, shown))
 
 
 def pack_result(value: Any) -> bytes:

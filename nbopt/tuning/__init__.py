@@ -99,6 +99,7 @@ def tune(
         >>> len(result.trials)
         10
     """
+    from nbopt.tuning import _views  # noqa: F401 - how a search is shown and logged
     from nbopt.tuning._objective import bind_objective
     from nbopt.tuning._search import Search
     from nbopt.tuning._stopping import StopSettings
@@ -113,7 +114,7 @@ def tune(
     call = bind_objective(objective, keys)
     stop_settings = StopSettings(stop, stop_warmup, stop_min_trials, rung)
     view = progress_reporter(progress)
-    name = run_name(os.fspath(study) if study is not None else None)
+    name = run_name("tune", os.fspath(study) if study is not None else None)
     reporters: list[Callable[[Event], None]] = [] if view is None else [view]
     if logdir is not None:
         reporters.append(TensorBoardReporter(logdir, name))

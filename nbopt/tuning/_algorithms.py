@@ -122,11 +122,16 @@ def _atpe(context: SearchContext) -> Suggest:
 def _grid(context: SearchContext) -> Suggest:
     points: Iterator[dict[str, Any]] = grid_points(context.space)
     next(grid_points(context.space), None)  # raises ConfigError now for a continuous space
+    seen: set[str] | None = None
 
     def suggest(new_ids: list[int], domain: Any, trials: Any, seed: int) -> list[dict[str, Any]]:
-        seen = {vals_key(_active_vals(doc)) for doc in trials.trials}
+        nonlocal seen
+        if seen is None:  # the first call: what a resumed study already evaluated
+            seen = {vals_key(_active_vals(doc)) for doc in trials.trials}
         for point in points:
-            if vals_key(point) not in seen:
+            key = vals_key(point)
+            if key not in seen:
+                seen.add(key)
                 return [trial_doc(domain, trials, new_ids[0], point)]
         return []
 

@@ -7,7 +7,8 @@ import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from nbopt.tuning._trial import Trial, flatten_params
+from nbopt.tuning._trial import Trial
+from nbopt.ui._format import flatten_params
 
 
 class HistoryPoint(NamedTuple):

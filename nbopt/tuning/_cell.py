@@ -44,7 +44,7 @@ class CellObjective:
                 self.space[name] = self._dimension(name, statement)
         if not self.space:
             raise ConfigError(
-                "%%tune found no search dimension in the cell; assign them at the top level, "
+                "found no search dimension in the cell; assign them at the top level, "
                 "e.g. lr = loguniform(1e-4, 1e-1)"
             )
         self.metric = metric
@@ -52,8 +52,8 @@ class CellObjective:
         if metric is None:
             if not body or not isinstance(body[-1], ast.Expr):
                 raise ConfigError(
-                    "%%tune needs the metric: end the cell with it (e.g. val_loss) or name it "
-                    "with metric="
+                    "the cell needs the metric: end it with the metric (e.g. val_loss) or name "
+                    "it with metric="
                 )
             metric_expression = body.pop().value
             if isinstance(metric_expression, ast.Name):
@@ -113,22 +113,28 @@ class CellObjective:
         return value
 
     def __call__(self, params: dict[str, Any]) -> Any:
-        """Run the cell once with ``params``; returns the metric (as ``{name: value}`` if named)."""
+        """Run the cell once with ``params``; returns the metric (as ``{name: value}`` if named).
+
+        What the run assigned is kept in ``last_assigned`` however it ended (a trial stopped
+        early keeps the state it had reached).
+        """
         trial_namespace = dict(self.namespace)
         trial_namespace.update(params)
-        exec(self._code, trial_namespace)
-        if self._metric_code is not None:
-            value = eval(self._metric_code, trial_namespace)
-        elif self.metric not in trial_namespace:
-            raise NameError(f"the cell did not assign the metric {self.metric!r}")
-        else:
-            value = trial_namespace[self.metric]
-        self.last_assigned = {
-            key: item
-            for key, item in trial_namespace.items()
-            if key != "__builtins__"
-            and (key not in self.namespace or self.namespace[key] is not item)
-        }
+        try:
+            exec(self._code, trial_namespace)
+            if self._metric_code is not None:
+                value = eval(self._metric_code, trial_namespace)
+            elif self.metric not in trial_namespace:
+                raise NameError(f"the cell did not assign the metric {self.metric!r}")
+            else:
+                value = trial_namespace[self.metric]
+        finally:
+            self.last_assigned = {
+                key: item
+                for key, item in trial_namespace.items()
+                if key != "__builtins__"
+                and (key not in self.namespace or self.namespace[key] is not item)
+            }
         return value if self.metric is None else {self.metric: value}
 
     def track_best(self, event: Event) -> None:
@@ -143,15 +149,20 @@ class CellObjective:
         """Put the best trial's values into the notebook; returns the names assigned."""
         if best_params is None:
             return []
-        values = dict(best_params)
+        values = {}
         if self.best_assigned is not None and self._best_number == best_number:
             values.update(self.best_assigned)
+        values.update(best_params)  # the trial's own values win over anything it reassigned
         self.namespace.update(values)
         return sorted(values)
 
 
 def _placeholder_name(statement: ast.stmt) -> str | None:
-    """``lr`` for ``lr = loguniform(...)`` at the top level; None for any other statement."""
+    """``lr`` for ``lr = loguniform(...)`` (or ``nbopt.loguniform(...)``) at the top level.
+
+    Only space functions called by their bare name or through ``nbopt`` count, so
+    ``pick = random.choice(items)`` or ``noise = np.random.uniform()`` stay ordinary code.
+    """
     if not (
         isinstance(statement, ast.Assign)
         and len(statement.targets) == 1
@@ -160,5 +171,14 @@ def _placeholder_name(statement: ast.stmt) -> str | None:
     ):
         return None
     func = statement.value.func
-    called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+    if isinstance(func, ast.Name):
+        called = func.id
+    elif (
+        isinstance(func, ast.Attribute)
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "nbopt"
+    ):
+        called = func.attr
+    else:
+        return None
     return statement.targets[0].id if called in SPACE_FUNCTIONS else None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from IPython.core.error import UsageError
 
 from nbopt._magic_support import common_options, store_result, usage_errors, view_settings
-from nbopt.errors import ConfigError
+from nbopt.errors import ConfigError, did_you_mean
 from nbopt.options import (
     Bool,
     Duration,
@@ -91,7 +90,13 @@ SCHEMA = Schema(
     extra_keys=True,
 )
 
-HELP = INTRO + "\n" + SCHEMA.help()
+HELP = (
+    INTRO
+    + "\nAlgorithms (algo=):\n"
+    + "\n".join(f"  {name:<8}{algorithm.summary}" for name, algorithm in ALGORITHMS.items())
+    + "\n\n"
+    + SCHEMA.help()
+)
 
 
 def run_tune_magic(magics: Any, line: str, cell: str | None) -> Any:
@@ -100,7 +105,8 @@ def run_tune_magic(magics: Any, line: str, cell: str | None) -> Any:
     namespace = shell.user_ns
     parsed = SCHEMA.parse(line, namespace)
     objective_cell = None
-    with usage_errors("tune"):
+    magic = "tune" if cell is None else "%tune"  # the prefix of error lines: %tune or %%tune
+    with usage_errors(magic):
         if cell is None:
             objective, space = _line_objective(parsed, namespace)
             metric = parsed["metric"]
@@ -114,6 +120,7 @@ def run_tune_magic(magics: Any, line: str, cell: str | None) -> Any:
 
             objective_cell = CellObjective(shell.transform_cell(cell), namespace, parsed["metric"])
             objective, space, metric = objective_cell, objective_cell.space, objective_cell.metric
+    _reject_unused(parsed)
     progress, logdir = view_settings(magics, parsed)
 
     outcome: dict[str, Any] = {}
@@ -128,7 +135,7 @@ def run_tune_magic(magics: Any, line: str, cell: str | None) -> Any:
     from nbopt.tuning import tune
 
     try:
-        with usage_errors("tune"):
+        with usage_errors(magic):
             result = tune(
                 objective,
                 space,
@@ -178,9 +185,10 @@ def _line_objective(parsed: Any, namespace: dict[str, Any]) -> tuple[Any, Any]:
         except ValueError as exc:
             raise UsageError(f"%tune {key}=: {exc}") from None
         if not contains_dimension(value):
-            close = difflib.get_close_matches(key, list(SCHEMA.options), n=1, cutoff=0.75)
-            if close:
-                raise UsageError(f"%tune: unknown option {key!r} (did you mean {close[0]}?)")
+            # A constant whose key is nearly an option's name is more likely a typo.
+            hint = did_you_mean(key, SCHEMA.options, cutoff=0.75)
+            if hint:
+                raise UsageError(f"%tune: unknown option {key!r}{hint}")
         dimensions[key] = value
     space = parsed["space"]
     if space is None:
@@ -191,18 +199,36 @@ def _line_objective(parsed: Any, namespace: dict[str, Any]) -> tuple[Any, Any]:
             )
         return objective, dimensions
     if dimensions:
-        if is_hyperopt_expression(space) or not isinstance(space, dict):
+        if not isinstance(space, dict):
+            kind = "a Hyperopt expression" if is_hyperopt_expression(space) else "not a dict"
             raise ConfigError(
-                "space= is a Hyperopt expression; give the other dimensions inside it"
+                f"space= is {kind}, so key=dimension pairs cannot be added to it; "
+                "give every dimension in one place"
             )
         return objective, {**space, **dimensions}
     return objective, space
 
 
+# Options that only mean something with another option's value.
+_DEPENDENT = {
+    "stop_warmup": ("stop", "median"),
+    "stop_min_trials": ("stop", "median"),
+    "rung": ("stop", "asha"),
+    "parallel": ("backend", "ray"),
+    "address": ("backend", "ray"),
+}
+
+
+def _reject_unused(parsed: Any) -> None:
+    """A UsageError for an option that would be silently ignored (``rung=`` without asha)."""
+    for option, (needs, value) in _DEPENDENT.items():
+        if option in parsed.given and parsed[needs] != value:
+            raise UsageError(f"%tune: {option}= only applies with {needs}={value}")
+
+
 def _reject_extra(extra: dict[str, str]) -> None:
     for key in extra:
-        close = difflib.get_close_matches(key, list(SCHEMA.options), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = did_you_mean(key, SCHEMA.options)
         raise UsageError(
             f"%%tune: unknown option {key!r}{hint}; "
             "in the cell form, put the dimensions in the cell"

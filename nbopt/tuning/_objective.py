@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from nbopt.errors import ConfigError
+from nbopt.errors import ConfigError, did_you_mean
 
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
@@ -48,9 +47,9 @@ def bind_objective(fn: Callable[..., Any], keys: Iterable[str] | None) -> Callab
         return fn
     unknown = [key for key in keys if key not in names]
     hints = "".join(
-        f"; {key!r} is not a parameter (did you mean {close[0]}?)"
+        f"; {key!r} is not a parameter{hint}"
         for key in unknown
-        if (close := difflib.get_close_matches(key, list(names), n=1))
+        if (hint := did_you_mean(key, names))
     )
     raise ConfigError(
         f"cannot call {name}{inspect.signature(fn)} with the space's parameters "

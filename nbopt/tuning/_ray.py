@@ -28,11 +28,11 @@ from typing import Any
 
 from nbopt._context import reporting_to
 from nbopt._imports import optional_import
-from nbopt.errors import ConfigError
+from nbopt.errors import ConfigError, user_traceback
 from nbopt.tuning._objective import read_metric
 from nbopt.tuning._proposer import Proposal
 from nbopt.tuning._result import TuneResult
-from nbopt.tuning._search import Search, user_traceback
+from nbopt.tuning._search import Search
 from nbopt.tuning._trial import FAILED, INTERRUPTED, OK, STOPPED, Trial
 from nbopt.ui.events import StepReported, TrialStarted
 
@@ -102,7 +102,13 @@ def _fit(
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        except BaseException:
+            for number in list(bridge.pending):
+                bridge.end(number, INTERRUPTED)
+            search.finish("failed")
+            raise
     for number in list(bridge.pending):
         bridge.end(number, INTERRUPTED)
     if bridge.interrupted:

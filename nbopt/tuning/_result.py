@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nbopt.tuning._trial import FAILED, STOPPED, Trial, param_items
+from nbopt.tuning._trial import FAILED, STOPPED, Trial
 from nbopt.ui import _format as fmt
+from nbopt.ui._format import param_items
 
 
 def best_trial(trials: Sequence[Trial], mode: str) -> Trial | None:
@@ -83,25 +84,26 @@ class TuneResult:
 
         return plot_tune_result(self)
 
-    def _summary_line(self) -> str:
+    def summary(self) -> str:
+        """``40 trials (2 failed, 5 stopped)``, saying so when the run did not complete."""
         finished = [t for t in self.trials if t.finished]
         stopped = sum(1 for t in finished if t.status == STOPPED)
-        parts = [f"{len(finished)} trials"]
-        if self.n_failed:
-            parts.append(f"{self.n_failed} failed")
-        if stopped:
-            parts.append(f"{stopped} stopped")
-        text = ", ".join(parts)
-        if self.status != "done":
-            text += f" ({self.status})"
+        extra = [
+            f"{n} {what}" for n, what in ((self.n_failed, "failed"), (stopped, "stopped")) if n
+        ]
+        text = f"{len(finished)} trials" + (f" ({', '.join(extra)})" if extra else "")
+        if self.status == "interrupted":
+            return f"interrupted after {text}"
+        if self.status == "failed":
+            return f"ended by an error after {text}"
         return text
 
     def __repr__(self) -> str:
         best = self.best_trial
         if best is None:
-            return f"<TuneResult {self._summary_line()}, no successful trial>"
+            return f"<TuneResult {self.summary()}, no successful trial>"
         return (
-            f"<TuneResult {self._summary_line()}; best {self.metric}={fmt.number(best.value, 6)} "
+            f"<TuneResult {self.summary()}; best {self.metric}={fmt.number(best.value, 6)} "
             f"at trial {best.number}: {fmt.params(param_items(best.params))}>"
         )
 
@@ -110,7 +112,7 @@ class TuneResult:
 
     def _repr_html_(self) -> str:
         best = self.best_trial
-        title = f"<b>TuneResult</b> · {html.escape(self._summary_line())}"
+        title = f"<b>TuneResult</b> · {html.escape(self.summary())}"
         if self.algo:
             title += f" · algo={html.escape(self.algo)}"
         if best is None:

@@ -9,15 +9,13 @@ the proposer, and run the trials their own way.
 
 from __future__ import annotations
 
-import math
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nbopt._context import reporting_to
-from nbopt.errors import ConfigError, TrialStopped, TuneError
+from nbopt.errors import ConfigError, TrialStopped, TuneError, user_traceback
 from nbopt.tuning._objective import read_metric
 from nbopt.tuning._proposer import Proposal, Proposer
 from nbopt.tuning._result import TuneResult
@@ -34,7 +32,6 @@ from nbopt.ui.events import (
 )
 
 DEFAULT_MAX_EVALS = 20
-_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 
 
 class Search:
@@ -144,7 +141,8 @@ class Search:
         self.bus.emit(TrialFinished(trial, self.best, self.n_finished, self._n_failed))
 
     def finish(self, status: str) -> TuneResult:
-        """Emit the end of the run; raise TuneError if no trial produced a value."""
+        """Emit the end of the run (``done``, ``interrupted`` or ``failed``: nbopt itself hit an
+        error); after a ``done`` run, raise TuneError if no trial produced a value."""
         self.status = status
         seconds = time.perf_counter() - self._started
         result = self.result
@@ -210,6 +208,9 @@ class Search:
         except KeyboardInterrupt:
             self.finish("interrupted")
             raise
+        except BaseException:
+            self.finish("failed")  # the views close and what finished is returned as usual
+            raise
         return self.finish("done")
 
     def _run_trial(self, call: Callable[[Any], Any], proposal: Proposal) -> None:
@@ -253,27 +254,9 @@ class Search:
 
 
 def _summary(search: Search, seconds: float) -> str:
-    finished = [t for t in search.trials if t.finished]
-    failed = sum(1 for t in finished if t.status == FAILED)
-    stopped = sum(1 for t in finished if t.status == STOPPED)
-    counts = f"{len(finished)} trials"
-    extra = [f"{n} {what}" for n, what in ((failed, "failed"), (stopped, "stopped")) if n]
-    if extra:
-        counts += f" ({', '.join(extra)})"
-    if search.status == "interrupted":
-        counts = f"interrupted after {counts}"
-    text = f"{counts} in {seconds:.1f} s"
+    text = f"{search.result.summary()} in {seconds:.1f} s"
     if search.best is not None:
-        value = search.best.value
-        shown = f"{value:.6g}" if value is not None and math.isfinite(value) else str(value)
-        text += f"; best {search.header.metric} {shown} at trial {search.best.number}"
+        text += (
+            f"; best {search.header.metric} {search.best.value:.6g} at trial {search.best.number}"
+        )
     return text
-
-
-def user_traceback(exc: BaseException) -> str:
-    """The traceback from the first frame outside nbopt: what the user's code did."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        tb = tb.tb_next
-    shown = tb if tb is not None else exc.__traceback__
-    return "".join(traceback.format_exception(type(exc), exc, shown))

@@ -168,20 +168,3 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return {"repr": repr(value)}
-
-
-def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"opt": {"lr": 0.1}}`` -> ``{"opt.lr": 0.1}``, for tables and HParams."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_params(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def param_items(params: Any) -> dict[str, Any]:
-    """Parameters as a flat name -> value mapping (a non-dict space is one ``params`` entry)."""
-    return flatten_params(params) if isinstance(params, dict) else {"params": params}

@@ -94,3 +94,20 @@ def svg_curve(
         f"<text x='{pad}' y='{height - 2}' {_LABEL}>{html.escape(number(y0))}</text>"
         "</svg>"
     )
+
+
+def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"opt": {"lr": 0.1}}`` -> ``{"opt.lr": 0.1}``, for tables and HParams."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_params(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def param_items(params: Any) -> dict[str, Any]:
+    """Parameters as a flat name -> value mapping (a non-dict space is one ``params`` entry)."""
+    return flatten_params(params) if isinstance(params, dict) else {"params": params}

@@ -15,16 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbopt.tuning._trial import FAILED, INTERRUPTED, STOPPED, param_items
 from nbopt.ui import _format as fmt
-from nbopt.ui.events import (
-    Event,
-    RunFinished,
-    RunStarted,
-    StepReported,
-    TrialFinished,
-    TrialStarted,
-)
+from nbopt.ui.events import Event, RunFinished, RunStarted, StepReported
 
 PROGRESS_MODES = ("auto", "widget", "text", "none")
 
@@ -81,11 +73,6 @@ def _(event: RunStarted, state: ProgressState) -> None:
 
 
 @present.register
-def _(event: TrialStarted, state: ProgressState) -> None:
-    state.live[f"trial {event.number}"] = fmt.params(param_items(event.params))
-
-
-@present.register
 def _(event: StepReported, state: ProgressState) -> None:
     label = f"rank {event.rank}" if event.rank is not None else f"trial {event.trial}"
     shown = {"value": event.value} if event.value is not None else {}
@@ -93,44 +80,6 @@ def _(event: StepReported, state: ProgressState) -> None:
     state.live[label] = f"step {event.step}: {fmt.params(shown)}"
     if event.trial is not None and event.value is not None:
         state.trial_curves.setdefault(event.trial, []).append((event.step, event.value))
-
-
-@present.register
-def _(event: TrialFinished, state: ProgressState) -> None:
-    trial, best = event.trial, event.best
-    state.done, state.failed = event.n_complete, event.n_failed
-    state.live.pop(f"trial {trial.number}", None)
-    state.trial_curves.pop(trial.number, None)
-    new_best = best is not None and best.number == trial.number
-    if trial.usable:
-        state.scatter.append((trial.number, trial.value))
-    if best is not None:
-        state.curve.append((trial.number, best.value))
-        state.headline = f"best {fmt.number(best.value, 6)} at trial {best.number}: " + fmt.params(
-            param_items(best.params), 200
-        )
-    if trial.status == FAILED:
-        outcome = f"FAILED {trial.error}"
-    elif trial.status == INTERRUPTED:
-        outcome = "interrupted"
-    else:
-        outcome = f"{fmt.number(trial.value, 6)}" + (
-            " (stopped)" if trial.status == STOPPED else ""
-        )
-    total = f"/{state.total}" if state.total else ""
-    marker = "  *" if new_best else ""
-    text = (
-        f"trial {trial.number:>3} [{state.done}{total}]  {outcome}{marker}  "
-        f"{fmt.params(param_items(trial.params))}  ({fmt.duration(trial.duration)})"
-    )
-    cells = (
-        trial.number,
-        outcome,
-        fmt.number(best.value, 6) if best else "",
-        fmt.params(param_items(trial.params), 60),
-        fmt.duration(trial.duration),
-    )
-    state.rows.append(Row(cells, text, important=new_best or trial.status != "ok"))
 
 
 @present.register

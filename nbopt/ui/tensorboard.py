@@ -22,16 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nbopt.tuning._trial import OK, STOPPED, Trial, param_items
 from nbopt.ui import DEFAULT_LOGDIR
-from nbopt.ui.events import (
-    Event,
-    RunFinished,
-    RunStarted,
-    StepReported,
-    TrialFinished,
-    TrialStarted,
-)
+from nbopt.ui.events import Event, RunFinished, RunStarted
 
 
 class EventFile:
@@ -102,12 +94,12 @@ def hparams_start(params: dict[str, Any], group: str) -> Any:
     )
 
 
-def hparams_end(status: str) -> Any:
+def hparams_end(success: bool) -> Any:
+    """The HParams plugin's session-end summary: the session succeeded or failed."""
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-    # HParams has no "stopped early" status: a stopped trial did finish, with a value.
-    code = api_pb2.STATUS_SUCCESS if status in (OK, STOPPED) else api_pb2.STATUS_FAILURE
+    code = api_pb2.STATUS_SUCCESS if success else api_pb2.STATUS_FAILURE
     end = plugin_data_pb2.SessionEndInfo(status=code, end_time_secs=time.time())
     data = plugin_data_pb2.HParamsPluginData(session_end_info=end)
     return summary_pb2.Summary(
@@ -120,31 +112,67 @@ def hparams_end(status: str) -> Any:
     )
 
 
-def run_name(study: str | None = None) -> str:
-    """``mlp`` for ``study=runs/mlp.json``, else a timestamp such as ``tune-20261129-143015``."""
+def text_summary(tag: str, text: str) -> Any:
+    """A summary that TensorBoard's Text tab shows (Markdown)."""
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text")
+    )
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        string_val=[text.encode()],
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]
+        ),
+    )
+    return summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)]
+    )
+
+
+def run_name(kind: str = "tune", study: str | None = None) -> str:
+    """``mlp`` for ``study=runs/mlp.json``, else ``KIND-`` and a time (``tune-20261129-143015``)."""
     if study:
         return Path(study).stem
-    return time.strftime("tune-%Y%m%d-%H%M%S")
+    return time.strftime(f"{kind}-%Y%m%d-%H%M%S")
 
 
 class TensorBoardReporter:
     """Writes the events of a run under ``logdir``; ``run`` names its directory.
 
-    Engines that define their own events add handlers with
-    ``@TensorBoardReporter.handle.register``, on a function whose ``self`` parameter has no
-    annotation (``singledispatchmethod`` dispatches on the first annotated parameter).
+    It opens the run's own event file (``root``) when the run starts and closes every file
+    when it finishes. Engines log their own events with handlers added by
+    ``@TensorBoardReporter.handle.register`` (on a function whose ``self`` parameter has no
+    annotation: ``singledispatchmethod`` dispatches on the first annotated parameter), writing
+    to ``root`` or to sub-runs from :meth:`run_file` (one per trial, one per rank ...).
     """
 
     def __init__(self, logdir: str | os.PathLike[str] = DEFAULT_LOGDIR, run: str = "") -> None:
         self.logdir = Path(logdir)
         self.run = run
         self.metric = "value"
-        self._root: EventFile | None = None
-        self._trial_files: dict[int, EventFile] = {}  # trials running now (several on Ray)
+        self.root: EventFile | None = None
+        self._run_files: dict[str, EventFile] = {}
 
     @property
     def run_dir(self) -> Path:
         return self.logdir / (self.run or "run")
+
+    @property
+    def _root(self) -> EventFile | None:  # TEMPORARY alias while compress/_auto_views migrates
+        return self.root
+
+    def run_file(self, name: str) -> EventFile:
+        """The event file of the sub-run ``name`` (a directory under the run), opened once."""
+        if name not in self._run_files:
+            self._run_files[name] = EventFile(self.run_dir / name)
+        return self._run_files[name]
+
+    def close_run_file(self, name: str) -> None:
+        writer = self._run_files.pop(name, None)
+        if writer is not None:
+            writer.close()
 
     def __call__(self, event: Event) -> None:
         self.handle(event)
@@ -152,11 +180,11 @@ class TensorBoardReporter:
             self.close()
 
     def close(self) -> None:
-        for writer in [*self._trial_files.values(), self._root]:
+        for writer in [*self._run_files.values(), self.root]:
             if writer is not None:
                 writer.close()
-        self._trial_files.clear()
-        self._root = None
+        self._run_files.clear()
+        self.root = None
 
     @functools.singledispatchmethod
     def handle(self, event: Event) -> None:
@@ -164,49 +192,15 @@ class TensorBoardReporter:
 
     @handle.register
     def _(self, event: RunStarted) -> None:
-        self.run = self.run or event.name or run_name()
+        self.run = self.run or event.name or run_name(event.kind)
         if not event.resumed:
-            # A new search never writes into an older run of the same name (a restarted
-            # study, two searches in the same second); a resumed one continues its own.
+            # A new run never writes into an older run of the same name (a restarted study,
+            # two searches in the same second); a resumed one continues its own.
             base, suffix = self.run, 1
             while self.run_dir.exists():
                 self.run, suffix = f"{base}-{suffix}", suffix + 1
         self.metric = event.metric
-        self._root = EventFile(self.run_dir)
-
-    @handle.register
-    def _(self, event: TrialStarted) -> None:
-        self._trial_files[event.number] = self._trial_run(event.number)
-
-    @handle.register
-    def _(self, event: StepReported) -> None:
-        writer = self._trial_files.get(event.trial) if event.trial is not None else None
-        if writer is None:
-            return
-        if event.value is not None:
-            writer.scalar(self.metric, event.value, event.step)
-        for name, value in event.metrics.items():
-            writer.scalar(name, value, event.step)
-
-    @handle.register
-    def _(self, event: TrialFinished) -> None:
-        trial = event.trial
-        writer = self._trial_files.pop(trial.number, None) or self._trial_run(trial.number)
-        self._log_trial(writer, trial)
-        writer.close()
-        if self._root is not None and trial.usable:
-            self._root.scalar(self.metric, trial.value, trial.number)
-            if event.best is not None:
-                self._root.scalar(f"best_{self.metric}", event.best.value, trial.number)
-            self._root.flush()
-
-    def _trial_run(self, number: int) -> EventFile:
-        return EventFile(self.run_dir / f"trial-{number:04d}")
-
-    def _log_trial(self, writer: EventFile, trial: Trial) -> None:
-        group = f"{self.run}/{trial.number}"
-        writer.summary(hparams_start(param_items(trial.params), group=group))
-        if trial.value is not None:
-            last_step = max((step for step, _ in trial.intermediate), default=-1)
-            writer.scalar(self.metric, trial.value, last_step + 1)
-        writer.summary(hparams_end(trial.status))
+        self.root = EventFile(self.run_dir)
+        if event.config:
+            settings = "\n".join(f"- {key}: {value}" for key, value in event.config.items())
+            self.root.summary(text_summary("settings", f"{event.title}\n\n{settings}"))

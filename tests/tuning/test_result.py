@@ -142,11 +142,11 @@ def test_repr_names_count_best_value_and_params() -> None:
     """repr() is a one-line summary; IPython's pretty printer shows the same."""
     result = _result([0.5, 0.25, None], statuses=["ok", "ok", "failed"])
     text = repr(result)
-    assert text.startswith("<TuneResult 3 trials, 1 failed; best loss=0.25 at trial 1")
+    assert text.startswith("<TuneResult 3 trials (1 failed); best loss=0.25 at trial 1")
     assert "lr=0.2" in text and "act=relu" in text
     assert pretty(result) == text
     interrupted = TuneResult(result.trials, "loss", "min", "interrupted")
-    assert "(interrupted)" in repr(interrupted)
+    assert repr(interrupted).startswith("<TuneResult interrupted after 3 trials (1 failed)")
 
 
 def test_history_tracks_the_best_so_far() -> None:
