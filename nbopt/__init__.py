@@ -30,6 +30,8 @@ _LAZY = {
     "tune": "nbopt.tuning",
     "TuneResult": "nbopt.tuning",
     "Trial": "nbopt.tuning",
+    "find_batch_size": "nbopt.batching",
+    "BatchSizeResult": "nbopt.batching",
     "optimize": "nbopt.compress",
     "OptimizeResult": "nbopt.compress",
     "launch": "nbopt.launching",
@@ -38,11 +40,13 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from nbopt.batching import BatchSizeResult, find_batch_size
     from nbopt.compress import OptimizeResult, optimize
     from nbopt.launching import LaunchError, LaunchTimeout, launch
     from nbopt.tuning import Trial, TuneResult, tune
 
 __all__ = [
+    "BatchSizeResult",
     "ConfigError",
     "LaunchError",
     "LaunchTimeout",
@@ -52,6 +56,7 @@ __all__ = [
     "TuneError",
     "TuneResult",
     "choice",
+    "find_batch_size",
     "launch",
     "load_ipython_extension",
     "loguniform",

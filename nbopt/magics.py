@@ -13,6 +13,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from traitlets import CaselessStrEnum, Unicode
 
+from nbopt.batching import _magic as batchsize_magic
 from nbopt.compress import _magic as optimize_magic
 from nbopt.launching import _magic as accelerate_magic
 from nbopt.tuning import _magic as tune_magic
@@ -32,7 +33,7 @@ def _documented(text: str):
 
 @magics_class
 class NbOptMagics(Magics):
-    """nbopt's magics: ``%tune``, ``%%optimize``, ``%%accelerate`` and ``%nbopt``."""
+    """nbopt's magics: ``%tune``, ``%%optimize``, ``%batchsize``, ``%%accelerate``, ``%nbopt``."""
 
     progress = CaselessStrEnum(
         PROGRESS_MODES,
@@ -56,6 +57,11 @@ class NbOptMagics(Magics):
     @_documented(optimize_magic.HELP)
     def optimize(self, line: str, cell: str) -> Any:
         return optimize_magic.run_optimize_magic(self, line, cell)
+
+    @line_magic
+    @_documented(batchsize_magic.HELP)
+    def batchsize(self, line: str) -> Any:
+        return batchsize_magic.run_batchsize_magic(self, line)
 
     @cell_magic
     @_documented(accelerate_magic.HELP)

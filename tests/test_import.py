@@ -8,7 +8,16 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "hyperopt", "IPython", "tensorboard", "ipywidgets", "ray", "matplotlib")
+HEAVY = (
+    "torch",
+    "hyperopt",
+    "IPython",
+    "tensorboard",
+    "ipywidgets",
+    "ray",
+    "matplotlib",
+    "numpy",
+)
 
 _REPORT = f"""
 import json, sys
@@ -39,7 +48,8 @@ def test_import_nbopt_imports_no_heavy_package() -> None:
 
 
 def test_load_ext_imports_neither_torch_nor_tensorboard() -> None:
-    """``%load_ext nbopt`` registers %tune without importing torch, TensorBoard or Ray."""
+    """``%load_ext nbopt`` registers every magic without importing torch, TensorBoard, Ray,
+    Hyperopt or NumPy: their modules load when a magic runs."""
     code = (
         "from IPython.core.interactiveshell import InteractiveShell\n"
         "from traitlets.config import Config\n"
@@ -48,10 +58,12 @@ def test_load_ext_imports_neither_torch_nor_tensorboard() -> None:
         "ip.run_cell('%load_ext nbopt').raise_error()\n"
         "assert 'tune' in ip.magics_manager.magics['line']\n"
         "assert 'tune' in ip.magics_manager.magics['cell']\n"
+        "assert {'optimize', 'accelerate'} <= set(ip.magics_manager.magics['cell'])\n"
+        "assert 'batchsize' in ip.magics_manager.magics['line']\n"
     )
     loaded = _heavy_modules_after(code)
     assert "IPython" in loaded  # the check itself works
-    for package in ("torch", "tensorboard", "ray"):
+    for package in ("torch", "tensorboard", "ray", "hyperopt", "numpy", "matplotlib"):
         assert package not in loaded
 
 

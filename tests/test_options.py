@@ -412,6 +412,7 @@ def test_tune_schema_help_lists_every_option() -> None:
 MAGIC_SCHEMA_MODULES = [
     "nbopt.tuning._magic",
     "nbopt.compress._magic",
+    "nbopt.batching._magic",
     "nbopt.launching._magic",
 ]
 

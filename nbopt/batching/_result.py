@@ -1,0 +1,225 @@
+"""``BatchSizeResult``: what :func:`nbopt.batching.find_batch_size` returns and ``%batchsize``
+stores in ``out=`` and ``_nbopt``."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbopt.ui import _format as fmt
+
+OK = "ok"
+OOM = "oom"
+OVER_MEMORY = "over memory"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One batch size tried.
+
+    Attributes:
+        batch_size: The batch size.
+        status: ``"ok"``; ``"oom"`` (an out-of-memory error was raised); or ``"over memory"``
+            (the step's peak memory was above the cap).
+        phase: Which part of the search tried it: ``"doubling"``, ``"repeat"`` (a doubling
+            measured again because it came out slower than a smaller batch), ``"binary
+            search"`` or ``"refine"``.
+        samples_per_second: ``batch_size`` divided by the time of the fastest timed step:
+            what the step does when nothing else on the machine gets in its way (``timeit``'s
+            rule). The median step time moves with the machine's load.
+        step_time: Median seconds per step.
+        spread: Interquartile range of the step times over their median: about 0 on a quiet
+            machine, large when other processes were competing for it.
+        repeats: Timed steps (after warm-up).
+        peak_memory: Peak bytes of a step above the level when measuring began (after the
+            training copy of the model was made); None where it cannot be measured.
+        error: What went wrong, for a batch size that failed.
+    """
+
+    batch_size: int
+    status: str
+    phase: str
+    samples_per_second: float | None = None
+    step_time: float | None = None
+    spread: float | None = None
+    repeats: int = 0
+    peak_memory: int | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+@dataclass
+class BatchSizeResult:
+    """The outcome of a batch-size search.
+
+    Attributes:
+        batch_size: The batch size to use. With ``mode="throughput"``, the smallest batch
+            whose speed is within ``tolerance`` of the fastest (smaller batches tend to
+            generalise better, for the same speed); with ``mode="max"``, the largest batch
+            that fits. None if the search was interrupted before any batch succeeded.
+        best_batch_size: The fastest batch measured (``mode="max"``: the largest that fits).
+        mode: ``"throughput"`` or ``"max"``.
+        train: Whether training steps were measured (else inference).
+        device: The device the model ran on.
+        measurements: Every batch size tried, in order.
+        tolerance: Share of the fastest speed that ``batch_size`` may give up.
+        memory_limit: The cap on a step's peak memory in bytes; None if none was enforced.
+        stop_reason: Why the search stopped growing the batch.
+        status: ``"done"``, or ``"interrupted"`` or ``"failed"`` for the partial result that
+            the final event of an unfinished search carries.
+        duration: Seconds the search took.
+    """
+
+    batch_size: int | None
+    best_batch_size: int | None
+    mode: str
+    train: bool
+    device: str
+    measurements: list[Measurement] = field(default_factory=list)
+    tolerance: float = 0.05
+    memory_limit: int | None = None
+    stop_reason: str = ""
+    status: str = "done"
+    duration: float = 0.0
+
+    def throughput(self, batch_size: int) -> float | None:
+        """The measured samples per second of ``batch_size`` (the faster one if measured
+        twice); None if it was not measured or failed."""
+        return fastest_rate(self.measurements, batch_size)
+
+    def to_dataframe(self) -> Any:
+        """One row per batch size tried, in order: batch_size, status, samples_per_second,
+        step_time, spread, repeats, peak_memory (bytes), phase, error."""
+        import pandas as pd
+
+        columns = [
+            "batch_size",
+            "status",
+            "samples_per_second",
+            "step_time",
+            "spread",
+            "repeats",
+            "peak_memory",
+            "phase",
+            "error",
+        ]
+        return pd.DataFrame(
+            [{name: getattr(m, name) for name in columns} for m in self.measurements],
+            columns=columns,
+        )
+
+    def plot(self) -> Any:
+        """A matplotlib figure: samples per second and peak memory against the batch size."""
+        from nbopt.batching._plot import plot_batch_size_result
+
+        return plot_batch_size_result(self)
+
+    def summary(self) -> str:
+        """One line: the chosen batch size and why."""
+        if self.batch_size is None:
+            return f"no batch size succeeded ({self.status})"
+        rate = self.throughput(self.batch_size)
+        speed = f" at {format_rate(rate)} samples/s" if rate is not None else ""
+        if self.mode == "max":
+            return f"largest batch that fits: {self.batch_size}{speed}"
+        text = f"batch size {self.batch_size}{speed}"
+        if self.best_batch_size != self.batch_size and self.best_batch_size is not None:
+            best_rate = self.throughput(self.best_batch_size)
+            text += (
+                f", within {self.tolerance:.0%} of the fastest, {self.best_batch_size} at "
+                f"{format_rate(best_rate)} samples/s"
+            )
+        else:
+            text += ", the fastest measured"
+        return text
+
+    def __repr__(self) -> str:
+        what = "training" if self.train else "inference"
+        return (
+            f"<BatchSizeResult {self.mode}, {what} on {self.device}: {self.summary()}; "
+            f"{len(self.measurements)} batch sizes tried>"
+        )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        what = "training" if self.train else "inference"
+        title = (
+            f"<b>BatchSizeResult</b> · mode={html.escape(self.mode)} · {what} on "
+            f"{html.escape(self.device)}"
+        )
+        if self.status != "done":
+            title += f" · {html.escape(self.status)}"
+        rows = [
+            (
+                m.batch_size,
+                format_rate(m.samples_per_second) if m.samples_per_second is not None else "",
+                format_bytes(m.peak_memory) if m.peak_memory is not None else "",
+                m.status + ("" if m.batch_size != self.batch_size or not m.ok else " ← chosen"),
+                m.phase,
+            )
+            for m in sorted(self.measurements, key=lambda m: m.batch_size)
+        ]
+        cap = f"memory cap {format_bytes(self.memory_limit)}; " if self.memory_limit else ""
+        notes = f"{cap}stopped: {self.stop_reason}; {fmt.duration(self.duration)}"
+        table = fmt.html_table(["batch", "samples/s", "peak memory", "status", "phase"], rows)
+        return (
+            f"<div>{title}<br><b>{html.escape(self.summary())}</b>"
+            f"<details><summary>{len(self.measurements)} batch sizes tried</summary>{table}"
+            f"</details><span style='color:#555'>{html.escape(notes)}</span></div>"
+        )
+
+
+def fastest_rate(measurements: Sequence[Measurement], batch_size: int) -> float | None:
+    """Samples per second of ``batch_size``, the faster if measured twice: load from other
+    processes only ever slows a step down."""
+    rates = [
+        m.samples_per_second
+        for m in measurements
+        if m.batch_size == batch_size and m.ok and m.samples_per_second is not None
+    ]
+    return max(rates) if rates else None
+
+
+def best_measurement(measurements: Sequence[Measurement], mode: str) -> Measurement | None:
+    """The fastest measurement (``mode="throughput"``; the smaller batch on a tie) or the
+    largest batch that ran (``mode="max"``)."""
+    ran = [m for m in measurements if m.ok and m.samples_per_second is not None]
+    if mode == "max":
+        return max(ran, key=lambda m: m.batch_size, default=None)
+    return max(ran, key=lambda m: (m.samples_per_second, -m.batch_size), default=None)
+
+
+def chosen_size(measurements: Sequence[Measurement], mode: str, tolerance: float) -> int | None:
+    """The batch size to use: the largest that ran (``mode="max"``), or the smallest whose
+    speed is within ``tolerance`` of the fastest."""
+    best = best_measurement(measurements, mode)
+    if best is None or mode == "max":
+        return None if best is None else best.batch_size
+    floor = (1 - tolerance) * (best.samples_per_second or 0.0)
+    sizes = sorted({m.batch_size for m in measurements if m.ok})
+    return min(s for s in sizes if (fastest_rate(measurements, s) or 0.0) >= floor)
+
+
+def format_bytes(size: float | None) -> str:
+    """``512 B``, ``12.3 MB``, ``1.50 GB`` (decimal units, as ``memory=`` reads them)."""
+    if size is None:
+        return "n/a"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(size) >= scale:
+            value = size / scale
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{size:.0f} B"
+
+
+def format_rate(rate: float | None) -> str:
+    """Samples per second with thousands separators: ``31,250``; ``0.52`` below one."""
+    if rate is None:
+        return "n/a"
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.3g}"
