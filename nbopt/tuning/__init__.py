@@ -5,6 +5,7 @@ Importing this package is light; Hyperopt is imported when a search starts.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -18,7 +19,12 @@ from nbopt.ui.events import Event, EventBus
 
 __all__ = ["Trial", "TuneResult", "tune"]
 
-BACKENDS = ("local", "ray")
+# Backends that run a search's trials: name -> "module:function", imported when used. The
+# function takes (search, call, parallel=, address=) and returns the TuneResult.
+BACKENDS = {
+    "local": "nbopt.tuning._search:run_locally",
+    "ray": "nbopt.tuning._ray:run_on_ray",
+}
 
 
 def tune(
@@ -135,11 +141,9 @@ def tune(
         name=name,
         backend=backend,
     )
-    if backend == "ray":
-        from nbopt.tuning._ray import run_on_ray
-
-        return run_on_ray(search, call, parallel=parallel, address=address)
-    return search.run(call)
+    module, function = BACKENDS[backend].split(":")
+    run = getattr(importlib.import_module(module), function)
+    return run(search, call, parallel=parallel, address=address)
 
 
 def _space_keys(space: Any) -> list[str] | None:

@@ -260,3 +260,12 @@ def _summary(search: Search, seconds: float) -> str:
             f"; best {search.header.metric} {search.best.value:.6g} at trial {search.best.number}"
         )
     return text
+
+
+def run_locally(
+    search: Search, call: Callable[[Any], Any], *, parallel: int = 1, address: str | None = None
+) -> TuneResult:
+    """The local backend: trials one after another in this process."""
+    if parallel != 1 or address is not None:
+        raise ConfigError("parallel= and address= need backend='ray'")
+    return search.run(call)

@@ -204,7 +204,7 @@ def test_an_interrupt_stops_ray_trials_and_keeps_what_finished(local_ray, tmp_pa
 
 
 def test_an_objective_too_large_to_send_names_the_variable():
-    from nbopt.tuning._ray import check_sendable
+    from nbopt.tuning._ray_send import check_sendable
 
     weights = list(range(200_000))
 
@@ -217,7 +217,7 @@ def test_an_objective_too_large_to_send_names_the_variable():
 
 
 def test_an_objective_that_cannot_be_pickled_names_the_variable():
-    from nbopt.tuning._ray import check_sendable
+    from nbopt.tuning._ray_send import check_sendable
 
     lock = threading.Lock()
 
