@@ -34,6 +34,8 @@ _LAZY = {
     "BatchSizeResult": "nbopt.batching",
     "optimize": "nbopt.compress",
     "OptimizeResult": "nbopt.compress",
+    "optimize_auto": "nbopt.compress",
+    "AutoOptimizeResult": "nbopt.compress",
     "launch": "nbopt.launching",
     "LaunchError": "nbopt.launching",
     "LaunchTimeout": "nbopt.launching",
@@ -41,11 +43,12 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from nbopt.batching import BatchSizeResult, find_batch_size
-    from nbopt.compress import OptimizeResult, optimize
+    from nbopt.compress import AutoOptimizeResult, OptimizeResult, optimize, optimize_auto
     from nbopt.launching import LaunchError, LaunchTimeout, launch
     from nbopt.tuning import Trial, TuneResult, tune
 
 __all__ = [
+    "AutoOptimizeResult",
     "BatchSizeResult",
     "ConfigError",
     "LaunchError",
@@ -62,6 +65,7 @@ __all__ = [
     "loguniform",
     "normal",
     "optimize",
+    "optimize_auto",
     "qloguniform",
     "quniform",
     "randint",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import linecache
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -134,3 +136,17 @@ def is_module(value: Any) -> bool:
         cls.__name__ == "Module" and cls.__module__ == "torch.nn.modules.module"
         for cls in type(value).__mro__
     )
+
+
+_cells = itertools.count(1)
+
+
+def compile_cell(source: str, magic: str) -> Any:
+    """Compile a cell's code so that its tracebacks show the cell's own lines.
+
+    The source is registered in ``linecache`` under a name such as ``<%%optimize cell 3>``,
+    as IPython does for ordinary cells.
+    """
+    filename = f"<{magic} cell {next(_cells)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return compile(source, filename, "exec")

@@ -1,5 +1,6 @@
 """Model compression: :func:`optimize` prunes, factorises and quantizes a copy of a model and
-reports, measured, what it gained.
+reports, measured, what it gained; :func:`optimize_auto` searches for the plan that does it best
+within the accuracy the user can afford.
 
 Importing this package is light; torch, Torch-Pruning and torchao are imported when a run starts.
 """
@@ -7,10 +8,11 @@ Importing this package is light; torch, Torch-Pruning and torchao are imported w
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from nbopt.compress._auto_result import AutoOptimizeResult, LayerSensitivity, PlanTrial
+from nbopt.compress._plans import Plan
 from nbopt.compress._registry import (
     LOWRANK,
     PRUNING,
@@ -20,6 +22,7 @@ from nbopt.compress._registry import (
     StepOutcome,
 )
 from nbopt.compress._result import Change, Measurement, OptimizeResult, StepRecord
+from nbopt.errors import ConfigError
 from nbopt.ui import DEFAULT_LOGDIR
 from nbopt.ui.events import Event, EventBus
 
@@ -27,14 +30,19 @@ __all__ = [
     "LOWRANK",
     "PRUNING",
     "QUANTIZATION",
+    "AutoOptimizeResult",
     "Backend",
     "Change",
+    "LayerSensitivity",
     "Measurement",
     "OptimizeResult",
+    "Plan",
+    "PlanTrial",
     "StepContext",
     "StepOutcome",
     "StepRecord",
     "optimize",
+    "optimize_auto",
 ]
 
 
@@ -51,6 +59,7 @@ def optimize(
     example: Any = None,
     evaluate: Callable[[Any], Any] | None = None,
     inplace: bool = False,
+    batch: str | None = None,
     progress: str = "auto",
     logdir: str | os.PathLike[str] | None = DEFAULT_LOGDIR,
     callbacks: Iterable[Callable[[Event], None]] = (),
@@ -90,6 +99,9 @@ def optimize(
         evaluate: Your metric, ``evaluate(model) -> number``, measured before and after each
             step (higher or lower is better as you read it).
         inplace: Give the optimised state to ``model`` itself.
+        batch: ``"auto"``: after the other steps, find the optimised model's fastest batch
+            size for inference on ``example`` with :func:`nbopt.find_batch_size` (the smallest
+            within 5% of the fastest) and add it to the report (``result.batch``).
         progress: ``"auto"`` (a widget in a notebook, text elsewhere), ``"widget"``,
             ``"text"`` or ``"none"``.
         logdir: TensorBoard log directory; None for no logs.
@@ -113,7 +125,7 @@ def optimize(
     """
     from nbopt.compress._pipeline import Optimization, plan_steps
     from nbopt.ui.progress import progress_reporter
-    from nbopt.ui.tensorboard import TensorBoardReporter
+    from nbopt.ui.tensorboard import TensorBoardReporter, run_name
 
     if isinstance(prune_ignore, str):
         prune_ignore = [name.strip() for name in prune_ignore.split(",") if name.strip()]
@@ -126,8 +138,12 @@ def optimize(
         quant=quant,
         calib=calib,
     )
+    if batch not in (None, "auto"):
+        raise ConfigError(f"batch must be None or 'auto', got {batch!r}")
+    if batch == "auto" and example is None:
+        raise ConfigError("batch='auto' needs example=: the batch to tile to each size")
     view = progress_reporter(progress)
-    name = time.strftime("optimize-%Y%m%d-%H%M%S")
+    name = run_name("optimize")
     reporters: list[Callable[[Event], None]] = [] if view is None else [view]
     if logdir is not None:
         reporters.append(TensorBoardReporter(logdir, name))
@@ -138,6 +154,149 @@ def optimize(
         example=example,
         evaluate=evaluate,
         inplace=inplace,
+        bus=EventBus(reporters),
+        name=name,
+    )
+    result = run.run()
+    if batch == "auto":
+        from nbopt.batching import find_batch_size
+
+        result.batch = find_batch_size(
+            result.model, example, mode="throughput", progress=progress, logdir=logdir
+        )
+    return result
+
+
+def optimize_auto(
+    model: Any,
+    *,
+    evaluate: Callable[[Any], Any],
+    tolerable_loss: float = 0.01,
+    loss_mode: str = "relative",
+    mode: str = "max",
+    target: str = "latency",
+    example: Any = None,
+    max_trials: int = 30,
+    stop_at: float | None = None,
+    finetune: Callable[[Any], Any] | None = None,
+    finetune_steps: int | None = None,
+    calib: Any = None,
+    prune_ignore: Sequence[str] | str = (),
+    study: str | os.PathLike[str] | None = None,
+    restart: bool = False,
+    seed: int | None = None,
+    progress: str = "auto",
+    logdir: str | os.PathLike[str] | None = DEFAULT_LOGDIR,
+    callbacks: Iterable[Callable[[Event], None]] = (),
+) -> AutoOptimizeResult:
+    """Find the smallest or fastest compressed copy of ``model`` whose metric stays within
+    ``tolerable_loss`` of the original's.
+
+    It checks every input, then evaluates the original twice (a metric that differs is a
+    :class:`nbopt.ConfigError`: plans could not be compared by it), measures it, and measures
+    how much the metric moves when each layer alone is quantized to int8, and when each group
+    of layers that prune together is pruned by half. Then it searches compression plans on
+    nbopt's tuning engine (:func:`nbopt.tune`: the same study file, live view and TensorBoard
+    logs): structured pruning (fraction, and which of the most sensitive groups to leave
+    whole), low-rank factorisation (spectral energy kept), quantization (dynamic int8, with
+    which of the most sensitive layers to leave in float; ``int8-static`` when ``calib`` is
+    given; bf16 and fp16 casts where the device has fast kernels for them, bf16 also for
+    ``target="size"``). It tries cheap plans first, as Intel Neural
+    Compressor does (int8 alone, keeping in float the layers that break the tolerance on their
+    own, then one more sensitive layer each time it is still outside; each other quantization
+    alone; then pruning 0.3 and 0.5 and low-rank 0.95, each alone and with the quantization
+    that gained most), then lets TPE learn from every trial. A pruned and fine-tuned model is
+    built once and shared by the quantizations tried on it. With ``target="latency"``, the
+    front's models are timed again side by side at the end, and the choice is made on those
+    times (the lowest of many noisy measurements is likely a lucky one).
+
+    Each trial's score, which the search minimises, is its target ratio (new / original) when
+    the metric is within the tolerance, else 10 plus how far outside it is: worse than any plan
+    within, and graded, so the search learns where the boundary lies (a failed trial would
+    teach it nothing). Unstructured pruning is not searched: it gains none of the targets.
+
+    Args:
+        model: A ``torch.nn.Module``; never changed (every plan is built from a copy).
+        evaluate: Your metric, ``evaluate(model) -> number``; it must give the same number for
+            the same model.
+        tolerable_loss: How much worse the metric may get: a fraction of the original's
+            (``loss_mode="relative"``, the default: 0.01 is 1%) or an amount
+            (``"absolute"``: 0.01 is one point of a 0-1 accuracy).
+        loss_mode: ``"relative"`` or ``"absolute"``.
+        mode: ``"max"`` if a higher metric is better (accuracy), ``"min"`` if lower is (a loss).
+        target: What to make smallest: ``"latency"`` (median time of a call on ``example``,
+            measured side by side with the original), ``"size"`` (bytes of the state dict) or
+            ``"macs"`` (multiply-accumulates of a call on ``example``).
+        example: An input (a tensor, a tuple of inputs or a dict of keyword inputs); needed
+            for ``latency`` and ``macs`` and for pruning.
+        max_trials: Plans to evaluate in all, counting a resumed study's.
+        stop_at: Stop as soon as a plan within the tolerance has a target ratio at most this.
+        finetune: Called as ``finetune(model)`` with each pruned or factorised model in
+            training mode, before quantization; it trains the model in place or returns one.
+        finetune_steps: The fine-tune budget: ``finetune`` is stopped when it calls
+            ``nbopt.report(step, ...)`` with ``step >= finetune_steps``.
+        calib: Calibration batches; given, ``int8-static`` is searched too.
+        prune_ignore: Modules never pruned (names of ``model.named_modules()``).
+        study: JSON file keeping every trial; an existing study is continued (the models of
+            its earlier trials are rebuilt from their plans when needed).
+        restart: Start the study over.
+        seed: Seed of the search, for a reproducible sequence of plans.
+        progress: ``"auto"``, ``"widget"``, ``"text"`` or ``"none"``.
+        logdir: TensorBoard log directory (one run per trial, as ``%tune``); None for none.
+        callbacks: Callables receiving every event of the run.
+
+    Returns:
+        An :class:`AutoOptimizeResult`: ``.model`` and ``.plan`` (the plan within the
+        tolerance with the lowest target ratio, or the original, copied, if none was),
+        ``.front`` (the Pareto front of the metric against the target ratio over every trial
+        and the original), ``.trials``, ``.sensitivity``, ``.select()`` to take another point
+        of the front, ``.to_dataframe()`` and ``.plot()``. The models of the front are kept;
+        another trial's is rebuilt from its plan when selected.
+
+    Example:
+        >>> import torch
+        >>> from nbopt.compress import optimize_auto
+        >>> net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
+        ...                           torch.nn.Linear(256, 10)).eval()
+        >>> x = torch.randn(256, 64)
+        >>> labels = net(x).argmax(1)
+        >>> def agreement(model):
+        ...     return (model(x).argmax(1) == labels).float().mean().item()
+        >>> result = optimize_auto(net, evaluate=agreement, tolerable_loss=0.05,
+        ...                        target="size", example=x[:8], max_trials=4, seed=0,
+        ...                        progress="none", logdir=None)
+        >>> result.chosen.ratio < 0.5 and agreement(result.model) >= 0.95
+        True
+    """
+    from nbopt.compress._auto import AutoOptimization
+    from nbopt.ui.progress import progress_reporter
+    from nbopt.ui.tensorboard import TensorBoardReporter, run_name
+
+    if isinstance(prune_ignore, str):
+        prune_ignore = [name.strip() for name in prune_ignore.split(",") if name.strip()]
+    view = progress_reporter(progress)
+    name = run_name("auto", os.fspath(study) if study is not None else None)
+    reporters: list[Callable[[Event], None]] = [] if view is None else [view]
+    if logdir is not None:
+        reporters.append(TensorBoardReporter(logdir, name))
+    reporters.extend(callbacks)
+    run = AutoOptimization(
+        model,
+        evaluate=evaluate,
+        tolerable_loss=tolerable_loss,
+        loss_mode=loss_mode,
+        mode=mode,
+        target=target,
+        example=example,
+        max_trials=max_trials,
+        stop_at=stop_at,
+        finetune=finetune,
+        finetune_steps=finetune_steps,
+        calib=calib,
+        prune_ignore=tuple(prune_ignore),
+        study=study,
+        restart=restart,
+        seed=seed,
         bus=EventBus(reporters),
         name=name,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import numbers
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from nbopt.compress._inputs import call, device_of
 from nbopt.compress._result import Measurement
 from nbopt.errors import ConfigError
+from nbopt.tuning._objective import as_number
 
 # Integer weights that quantized models keep as buffers (PT2E's folded int8 weights).
 _LOW_BIT_DTYPES = {torch.int8, torch.uint8, torch.qint8, torch.quint8, torch.quint4x2}
@@ -216,14 +216,13 @@ def measure_latency(
 
 def read_metric(value: Any) -> float:
     """The number ``eval=`` returned; ConfigError for anything else."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_complex:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    number = as_number(value)
+    if number is None:
         raise ConfigError(
             f"eval= must return a number (the metric), got {type(value).__name__}: "
             f"{_short_repr(value)}"
         )
-    return float(value)
+    return number
 
 
 def _short_repr(value: Any) -> str:

@@ -191,7 +191,7 @@ class Optimization:
             except Exception as exc:
                 raise ConfigError(
                     f"example= does not run through the model: {type(exc).__name__}: {exc}"
-                ) from None
+                ) from exc
         for step in self.steps:
             check = step.backend.load_check() if step.backend is not None else None
             if check is not None:

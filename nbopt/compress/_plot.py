@@ -1,14 +1,17 @@
-"""The matplotlib rendering of an :class:`OptimizeResult`; the numbers come from
-:func:`nbopt.compress._result.stage_ratios`."""
+"""The matplotlib renderings of :class:`OptimizeResult` (the numbers come from
+:func:`nbopt.compress._result.stage_ratios`) and of :class:`AutoOptimizeResult` (its trials and
+its Pareto front, from :mod:`nbopt.compress._pareto`)."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
-from nbopt.compress._result import PLOTTED, show, stage_ratios
+from nbopt.compress._result import PLOTTED, ratio_text, show, stage_ratios
 from nbopt.ui.plots import new_figure
 
 if TYPE_CHECKING:
+    from nbopt.compress._auto_result import AutoOptimizeResult
     from nbopt.compress._result import OptimizeResult
 
 
@@ -45,4 +48,53 @@ def plot_optimize_result(result: OptimizeResult) -> Any:
         axes.legend(loc="best", fontsize=8)
     else:
         axes.text(0.5, 0.5, "no step ran", ha="center", va="center", transform=axes.transAxes)
+    return figure
+
+
+def plot_auto_result(result: AutoOptimizeResult) -> Any:
+    """Each plan's metric against its target ratio: within the tolerance, outside it, the
+    Pareto front as a line, the tolerance's bound, the original and the chosen point."""
+    figure = new_figure(figsize=(8, 4.5), layout="constrained")
+    axes = figure.subplots()
+    measured = [t for t in result.trials if t.ratio is not None and t.metric is not None]
+    for within, style in (
+        (True, {"color": "C0", "marker": "o"}),
+        (False, {"color": "C1", "marker": "x"}),
+    ):
+        points = [t for t in measured if t.within == within and math.isfinite(t.metric)]
+        if points:
+            axes.scatter(
+                [t.ratio for t in points],
+                [t.metric for t in points],
+                s=30,
+                label="within tolerance" if within else "outside tolerance",
+                **style,
+            )
+    front = [p for p in result.front if p.ratio is not None and p.metric is not None]
+    axes.plot(
+        [p.ratio for p in front], [p.metric for p in front], color="0.3", lw=1, label="Pareto front"
+    )
+    axes.scatter(
+        [1.0], [result.tolerance.baseline], marker="*", s=160, color="C2", label="original"
+    )
+    axes.axhline(result.tolerance.allowed, color="C3", lw=0.8, ls="--", label="tolerance bound")
+    chosen = result.chosen
+    if chosen.ratio is not None and chosen.metric is not None:
+        axes.scatter(
+            [chosen.ratio], [chosen.metric], s=220, facecolors="none", edgecolors="C3", lw=2
+        )
+        axes.annotate(
+            chosen.plan.label(),
+            (chosen.ratio, chosen.metric),
+            xytext=(8, -14),
+            textcoords="offset points",
+            fontsize=8,
+        )
+    axes.set_xlabel(f"{result.target} ratio (plan / original, lower is better)")
+    better = "higher" if result.tolerance.mode == "max" else "lower"
+    axes.set_ylabel(f"{result.metric_name} ({better} is better)")
+    axes.set_title(
+        f"{len(result.trials)} plans · chosen: {result.target} {ratio_text(chosen.ratio or 1.0)}"
+    )
+    axes.legend(loc="best", fontsize=8)
     return figure

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import torch
@@ -18,7 +17,7 @@ from nbopt.compress._registry import (
     StructuredPruning,
     UnstructuredPruning,
 )
-from nbopt.errors import ConfigError
+from nbopt.errors import ConfigError, did_you_mean
 
 _PRUNABLE = (nn.Linear, nn.modules.conv._ConvNd)
 # Layers whose channels start a group to prune. Torch-Pruning's default (conv, Linear, LSTM)
@@ -35,8 +34,7 @@ def ignored_modules(model: nn.Module, names: tuple[str, ...]) -> list[nn.Module]
     found = []
     for name in names:
         if name not in modules or not name:
-            close = difflib.get_close_matches(name, [n for n in modules if n], n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            hint = did_you_mean(name, [n for n in modules if n])
             raise ConfigError(
                 f"prune_ignore=: the model has no module named {name!r}{hint}; names are "
                 "those of model.named_modules()"
@@ -96,6 +94,39 @@ def prune_structured(
     )
 
 
+def prune_groups(model: nn.Module, example: Any, ignore: tuple[str, ...] = ()) -> list[list[str]]:
+    """The groups of layers that structured pruning shrinks together, each as the names of
+    its layers whose outputs lose channels, the one with the most weights first.
+
+    Naming any one layer of a group in ``prune_ignore=`` leaves the whole group unpruned
+    (Torch-Pruning skips a group that holds an ignored layer). The output layer's group and
+    the groups of the layers in ``ignore`` are not listed.
+    """
+    tp = optional_import("torch_pruning", "compress", "prune_mode=structured")
+    names = {module: name for name, module in model.named_modules() if name}
+    ignored = ignored_modules(model, ignore)
+    output_layer = _output_layer(model, example)
+    if output_layer is not None:
+        ignored.append(output_layer)
+    graph = tp.DependencyGraph().build_dependency(model, example)
+    groups = []
+    for group in graph.get_all_groups(
+        ignored_layers=[m for layer in ignored for m in layer.modules()],
+        root_module_types=_GROUP_ROOTS,
+    ):
+        layers = list(
+            dict.fromkeys(
+                dep.target.module
+                for dep, _ in group
+                if graph.is_out_channel_pruning_fn(dep.handler) and dep.target.module in names
+            )
+        )
+        if layers:
+            layers.sort(key=lambda m: -sum(p.numel() for p in m.parameters(recurse=False)))
+            groups.append([names[m] for m in layers])
+    return groups
+
+
 def _forward(model: nn.Module, example: Any) -> Any:
     with torch.no_grad():
         return call(model, example)
@@ -115,6 +146,11 @@ def _output_layer(model: nn.Module, example: Any) -> nn.Module | None:
         for handle in handles:
             handle.remove()
     return order[-1] if order else None
+
+
+def check_unstructured(model: nn.Module, config: UnstructuredPruning, context: StepContext) -> None:
+    """Before any work: ``prune_ignore=`` names modules that exist."""
+    ignored_modules(model, config.ignore)
 
 
 def prune_unstructured(

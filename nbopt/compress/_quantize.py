@@ -78,18 +78,48 @@ def check_int8(model: nn.Module, config: DynamicInt8, context: StepContext) -> N
             "quant=int8 found no Linear, LSTM, GRU or Embedding layer to quantize; for "
             "convolutions use quant=int8-static with calib="
         )
+    skipped_modules(model, config.skip)
+
+
+def dynamic_int8_layers(model: nn.Module) -> list[str]:
+    """Names of the layers dynamic int8 quantizes: exactly ``nn.Linear`` (not its subclasses,
+    such as attention's output projection, which their owners read directly), LSTM, GRU and
+    embedding tables."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if type(module) in (*_DYNAMIC_TYPES, *_EMBEDDING_TYPES)
+    ]
+
+
+def skipped_modules(model: nn.Module, names: tuple[str, ...]) -> list[str]:
+    """The names in ``skip`` with every module inside them; ConfigError for a name the model
+    does not have."""
+    modules = dict(model.named_modules())
+    found = []
+    for name in names:
+        if not name or name not in modules:
+            raise ConfigError(
+                f"quantization skip: the model has no module named {name!r}; names are "
+                "those of model.named_modules()"
+            )
+        found.extend(
+            f"{name}.{inner}" if inner else name for inner, _ in modules[name].named_modules()
+        )
+    return found
 
 
 def quantize_int8(model: nn.Module, config: DynamicInt8, context: StepContext) -> StepOutcome:
     """8-bit weights with activations quantized at each call; embeddings 8-bit weight-only."""
     if context.device.type == "cuda":
-        return quantize_int8_torchao(model)
-    return quantize_int8_cpu(model)
+        return quantize_int8_torchao(model, config.skip)
+    return quantize_int8_cpu(model, config.skip)
 
 
-def quantize_int8_cpu(model: nn.Module) -> StepOutcome:
+def quantize_int8_cpu(model: nn.Module, skip: tuple[str, ...] = ()) -> StepOutcome:
     """torch.ao's ``quantize_dynamic``: per-channel int8 Linear, int8 LSTM/GRU, and
-    embedding tables with 8-bit rows (each with its own scale and offset)."""
+    embedding tables with 8-bit rows (each with its own scale and offset); the modules named in
+    ``skip`` stay in float."""
     from torch.ao.quantization import (
         default_dynamic_qconfig,
         float_qparams_weight_only_qconfig,
@@ -104,32 +134,53 @@ def quantize_int8_cpu(model: nn.Module) -> StepOutcome:
     }
     if any(isinstance(m, _EMBEDDING_TYPES) for m in model.modules()):
         spec.update(dict.fromkeys(_EMBEDDING_TYPES, float_qparams_weight_only_qconfig))
+    # A name's entry overrides its type's, but a skipped parent does not pass its None down
+    # to children that have a type entry: every module inside it is named.
+    spec.update(dict.fromkeys(skipped_modules(model, skip)))
     with quiet_torch_ao():
         quantized = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
     keep_transformer_layers_working(quantized)
     return StepOutcome(quantized, _quantized_layers(quantized), notes=_float_leftovers(quantized))
 
 
-def quantize_int8_torchao(model: nn.Module) -> StepOutcome:
+def quantize_int8_torchao(model: nn.Module, skip: tuple[str, ...] = ()) -> StepOutcome:
     """torchao's ``quantize_``: int8 dynamic-activation Linear layers and int8 weight-only
     embedding rows. The path for CUDA, where torchao has int8 kernels; it also runs, slowly,
-    on CPU."""
+    on CPU. The modules named in ``skip`` stay in float."""
     quantization = import_torchao("torchao.quantization", "quant=int8 on CUDA")
     granularity = import_torchao("torchao.quantization.granularity", "quant=int8 on CUDA")
     recurrent = any(isinstance(m, (nn.LSTM, nn.GRU)) for m in model.modules())
-    quantization.quantize_(model, quantization.Int8DynamicActivationInt8WeightConfig())
+    kept = set(skipped_modules(model, skip))
+    quantization.quantize_(
+        model,
+        quantization.Int8DynamicActivationInt8WeightConfig(),
+        # None keeps torchao's own choice of Linear layers.
+        filter_fn=(lambda module, name: _plain_linear(module) and name not in kept)
+        if kept
+        else None,
+    )
     if any(isinstance(m, nn.Embedding) for m in model.modules()):
         quantization.quantize_(
             model,
             quantization.IntxWeightOnlyConfig(
                 weight_dtype=torch.int8, granularity=granularity.PerAxis(0)
             ),
-            filter_fn=lambda module, name: isinstance(module, nn.Embedding),
+            filter_fn=lambda module, name: isinstance(module, nn.Embedding) and name not in kept,
         )
     notes = _float_leftovers(model, static_available=False)
     if recurrent:
         notes.append("torchao has no int8 LSTM/GRU: recurrent layers stay in float")
     return StepOutcome(model, _quantized_layers(model), notes=notes)
+
+
+def _plain_linear(module: nn.Module) -> bool:
+    """The Linear layers torchao's ``quantize_`` takes by default: not attention's output
+    projection (read directly by its owner) and not already quantized."""
+    return (
+        isinstance(module, nn.Linear)
+        and not isinstance(module, nn.modules.linear.NonDynamicallyQuantizableLinear)
+        and type(module.weight) in (torch.Tensor, nn.Parameter)
+    )
 
 
 def _quantized_layers(model: nn.Module) -> str:

@@ -10,13 +10,12 @@ fails with the list of known ones.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbopt.errors import ConfigError
+from nbopt.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -82,17 +81,22 @@ class LowRank:
 
 @dataclass(frozen=True)
 class DynamicInt8:
-    """8-bit weights, activations quantized on the fly (CPU: torch.ao; CUDA: torchao)."""
+    """8-bit weights, activations quantized on the fly (CPU: torch.ao; CUDA: torchao); the
+    modules named in ``skip`` (and everything inside them) stay in float."""
+
+    skip: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        """Nothing to check: the device is checked by the backend."""
+        """Nothing to check here: the device and the names are checked against the model."""
 
 
 @dataclass(frozen=True)
 class StaticInt8:
-    """8-bit weights and activations calibrated on ``calib`` (torchao PT2E, x86 CPUs)."""
+    """8-bit weights and activations calibrated on ``calib`` (torchao PT2E, x86 CPUs); the
+    modules named in ``skip`` stay in float."""
 
     calib: Any = None
+    skip: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.calib is None:
@@ -161,8 +165,7 @@ class Registry:
     def get(self, name: str) -> Backend:
         backend = self._backends.get(name)
         if backend is None:
-            close = difflib.get_close_matches(str(name), self.names(), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            hint = did_you_mean(str(name), self.names())
             raise ConfigError(
                 f"unknown {self.option} {name!r}{hint}; known: {', '.join(self.names())}"
             )
@@ -184,6 +187,7 @@ PRUNING.add(
         "unstructured",
         UnstructuredPruning,
         "nbopt.compress._prune:prune_unstructured",
+        check="nbopt.compress._prune:check_unstructured",
         summary="zero single weights (torch.nn.utils.prune): sparser, not faster on dense kernels",
     )
 )

@@ -87,6 +87,8 @@ class OptimizeResult:
         metric_name: The name of ``eval=`` (``"accuracy"``), or ``"metric"``.
         threads: ``torch.get_num_threads()`` during the latency measurements.
         device: The model's device.
+        batch: With ``batch="auto"``, the optimised model's batch-size search (a
+            :class:`nbopt.BatchSizeResult`: ``.batch_size``, ``.best_batch_size``, the table).
     """
 
     model: Any
@@ -97,6 +99,7 @@ class OptimizeResult:
     metric_name: str = "metric"
     threads: int = 1
     device: str = "cpu"
+    batch: Any = None
 
     @property
     def report(self) -> dict[str, Change]:
@@ -127,7 +130,12 @@ class OptimizeResult:
 
     def summary(self) -> str:
         """``size 0.26x, MACs 0.25x, latency 0.41x, accuracy 0.981 -> 0.975``."""
-        return change_summary(self.before, self.after, self.metric_name)
+        text = change_summary(self.before, self.after, self.metric_name)
+        return text if self.batch is None else f"{text}, {self._batch_text()}"
+
+    def _batch_text(self) -> str:
+        chosen = self.batch.batch_size
+        return f"batch size {chosen} ({self.batch.throughput(chosen):,.0f} samples/s)"
 
     def __repr__(self) -> str:
         steps = " -> ".join(step.label for step in self.steps) or "measured only"
@@ -140,6 +148,8 @@ class OptimizeResult:
             lines += ["", "each step, with its own change (against the stage before it):"]
             lines.extend(_text_table(self._stage_headers(), self._stage_rows()))
         lines.extend(f"note: {note}" for note in self.notes)
+        if self.batch is not None:
+            lines.append(f"{self._batch_text()}; {self.batch.summary()}")
         printer.text("\n".join(lines))
 
     def _repr_html_(self) -> str:
@@ -156,6 +166,11 @@ class OptimizeResult:
             f"({html.escape(self.device)})"
             f"{fmt.html_table(['', 'before', 'after', 'change'], self._table_rows())}{stages}"
             + (f"<ul>{notes}</ul>" if notes else "")
+            + (
+                f"<div>{html.escape(self._batch_text())}: {html.escape(self.batch.summary())}</div>"
+                if self.batch is not None
+                else ""
+            )
             + "</div>"
         )
 

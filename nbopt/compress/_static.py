@@ -11,7 +11,7 @@ from nbopt.compress._inputs import (
     call,
     export_arguments,
 )
-from nbopt.compress._quantize import import_torchao
+from nbopt.compress._quantize import import_torchao, skipped_modules
 from nbopt.compress._registry import StaticInt8, StepContext, StepOutcome
 from nbopt.errors import ConfigError
 
@@ -26,6 +26,7 @@ def check_int8_static(model: nn.Module, config: StaticInt8, context: StepContext
         )
     if context.example is None:
         raise ConfigError("quant=int8-static needs example=: an input to export the model with")
+    skipped_modules(model, config.skip)
     first = next(iter(calibration_batches(config.calib, context.example)), None)
     if first is None:
         raise ConfigError("calib= holds no batch to calibrate with")
@@ -36,7 +37,7 @@ def check_int8_static(model: nn.Module, config: StaticInt8, context: StepContext
         raise ConfigError(
             f"calib=: a calibration batch does not run through the model: "
             f"{type(exc).__name__}: {exc}"
-        ) from None
+        ) from exc
 
 
 def quantize_int8_static(model: nn.Module, config: StaticInt8, context: StepContext) -> StepOutcome:
@@ -54,6 +55,8 @@ def quantize_int8_static(model: nn.Module, config: StaticInt8, context: StepCont
     ).module()
     quantizer = x86.X86InductorQuantizer()
     quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
+    for name in config.skip:
+        quantizer.set_module_name_qconfig(name, None)
     prepared = pt2e.prepare_pt2e(exported, quantizer)
     batches = 0
     with torch.no_grad():

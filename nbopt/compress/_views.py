@@ -96,7 +96,7 @@ _SCALARS = {
 
 
 def _log_measurement(reporter: TensorBoardReporter, measurement: Measurement, stage: int) -> None:
-    writer = reporter._root
+    writer = reporter.root
     if writer is None:
         return
     for name, (tag, _) in _SCALARS.items():
@@ -117,31 +117,31 @@ def _(self, event: BaselineMeasured) -> None:
 @TensorBoardReporter.handle.register
 def _(self, event: StepFinished) -> None:
     _log_measurement(self, event.record.after, event.index)
-    if self._root is not None:
-        self._root.scalar("optimize/step_seconds", event.record.seconds, event.index)
+    if self.root is not None:
+        self.root.scalar("optimize/step_seconds", event.record.seconds, event.index)
 
 
 @TensorBoardReporter.handle.register
 def _(self, event: FinetuneReported) -> None:
-    if self._root is None:
+    if self.root is None:
         return
     if event.value is not None:
-        self._root.scalar("finetune/value", event.value, event.step)
+        self.root.scalar("finetune/value", event.value, event.step)
     for name, value in event.metrics.items():
-        self._root.scalar(f"finetune/{name}", value, event.step)
+        self.root.scalar(f"finetune/{name}", value, event.step)
 
 
 @TensorBoardReporter.handle.register
 def _(self, event: OptimizeFinished) -> None:
     from tensorboard.plugins.text import summary_v2
 
-    if self._root is None:
+    if self.root is None:
         return
     result = event.result
     for name, change in result.report.items():
         ratio = change.ratio
         if name != "metric" and ratio is not None:
-            self._root.scalar(f"ratio/{_SCALARS[name][1]}", ratio, 0)
+            self.root.scalar(f"ratio/{_SCALARS[name][1]}", ratio, 0)
     lines = ["| | before | after | change |", "|---|---|---|---|"]
     for name, change in result.report.items():
         if change.before is not None or change.after is not None:
@@ -151,5 +151,5 @@ def _(self, event: OptimizeFinished) -> None:
                 f"{show_change(name, change)} |"
             )
     lines.extend(f"\n{note}" for note in result.notes)
-    self._root.summary(summary_v2.text_pb("optimize/report", "\n".join(lines)))
-    self._root.flush()
+    self.root.summary(summary_v2.text_pb("optimize/report", "\n".join(lines)))
+    self.root.flush()

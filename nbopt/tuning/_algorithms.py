@@ -32,16 +32,19 @@ class Algorithm:
     name: str
     summary: str
     build: Callable[[SearchContext], Suggest]
+    hidden: bool = False  # another engine's own search, not offered to users of tune()
 
 
 ALGORITHMS: dict[str, Algorithm] = {}
 
 
-def register(name: str, summary: str) -> Callable[[Callable[[SearchContext], Suggest]], Any]:
-    """Add an algorithm to the registry under ``name``."""
+def register(
+    name: str, summary: str, hidden: bool = False
+) -> Callable[[Callable[[SearchContext], Suggest]], Any]:
+    """Add an algorithm to the registry under ``name`` (``hidden``: not listed to users)."""
 
     def decorate(build: Callable[[SearchContext], Suggest]) -> Callable[[SearchContext], Suggest]:
-        ALGORITHMS[name] = Algorithm(name, summary, build)
+        ALGORITHMS[name] = Algorithm(name, summary, build, hidden)
         return build
 
     return decorate
@@ -51,7 +54,7 @@ def get_algorithm(name: str) -> Algorithm:
     try:
         return ALGORITHMS[name]
     except KeyError:
-        known = ", ".join(sorted(ALGORITHMS))
+        known = ", ".join(sorted(name for name, a in ALGORITHMS.items() if not a.hidden))
         raise ConfigError(f"unknown algo {name!r}; known algorithms: {known}") from None
 
 

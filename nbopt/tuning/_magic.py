@@ -52,12 +52,14 @@ def _callable(value: Any) -> str | None:
     return None if callable(value) else "is not callable"
 
 
+_OFFERED = [name for name, algorithm in ALGORITHMS.items() if not algorithm.hidden]
+
 SCHEMA = Schema(
     "tune",
     [
         Option("max_evals", Int(1), None, "trials in all, counting a resumed study's (default 20)"),
         Option("timeout", Duration(), None, "start no new trial after this long"),
-        Option("algo", Enum(*ALGORITHMS), "tpe", "search algorithm"),
+        Option("algo", Enum(*_OFFERED), "tpe", "search algorithm"),
         Option("seed", Int(0), None, "seed, for a reproducible sequence of trials"),
         Option("metric", Text("name"), None, "the value to optimise: a dict key or cell variable"),
         Option("mode", Enum("min", "max"), "min", "minimise or maximise the metric"),
@@ -93,7 +95,7 @@ SCHEMA = Schema(
 HELP = (
     INTRO
     + "\nAlgorithms (algo=):\n"
-    + "\n".join(f"  {name:<8}{algorithm.summary}" for name, algorithm in ALGORITHMS.items())
+    + "\n".join(f"  {name:<8}{ALGORITHMS[name].summary}" for name in _OFFERED)
     + "\n\n"
     + SCHEMA.help()
 )

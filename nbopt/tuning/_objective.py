@@ -68,7 +68,7 @@ def read_metric(result: Any, metric: str | None) -> tuple[float, dict[str, float
     if isinstance(result, dict):
         if result.get("status") == "fail":
             raise RuntimeError(f"objective reported status 'fail': {result.get('error', '')}")
-        numeric = {k: v for k, v in result.items() if _as_number(v) is not None}
+        numeric = {k: v for k, v in result.items() if as_number(v) is not None}
         key = metric or ("loss" if "loss" in result else None)
         if key is None:
             if len(numeric) != 1:
@@ -81,14 +81,14 @@ def read_metric(result: Any, metric: str | None) -> tuple[float, dict[str, float
             raise KeyError(
                 f"objective returned no {key!r}; its keys are {sorted(map(str, result))}"
             )
-        value = _as_number(result[key])
+        value = as_number(result[key])
         if value is None:
             raise TypeError(f"objective's {key!r} is not a number: {result[key]!r}")
         extras = {
-            str(k): n for k, v in numeric.items() if k != key and (n := _as_number(v)) is not None
+            str(k): n for k, v in numeric.items() if k != key and (n := as_number(v)) is not None
         }
     else:
-        value = _as_number(result)
+        value = as_number(result)
         if value is None:
             expected = f"a number or a dict holding {metric!r}" if metric else "a number or a dict"
             raise TypeError(f"objective returned {type(result).__name__}, expected {expected}")
@@ -97,7 +97,8 @@ def read_metric(result: Any, metric: str | None) -> tuple[float, dict[str, float
     return value, extras
 
 
-def _as_number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
+    """A real number from a Python, NumPy or one-element tensor value; None otherwise."""
     if isinstance(value, bool):
         return None
     if isinstance(value, numbers.Real):
@@ -105,7 +106,7 @@ def _as_number(value: Any) -> float | None:
     item = getattr(value, "item", None)  # NumPy scalars and one-element tensors
     size = getattr(value, "size", None)
     numel = getattr(value, "numel", None)
-    one_element = (callable(numel) and numel() == 1) or size == 1 or size == ()
+    one_element = (callable(numel) and numel() == 1) or size == 1
     if callable(item) and one_element:
         try:
             number = item()

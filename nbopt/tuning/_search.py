@@ -200,7 +200,7 @@ class Search:
         """Run trials in this process until the budget, the timeout or the space is exhausted."""
         self.start()
         try:
-            while self.budget_left() != 0 and not self.timed_out():
+            while ((left := self.budget_left()) is None or left > 0) and not self.timed_out():
                 proposal = self.proposer.ask()
                 if proposal is None:
                     break

@@ -159,10 +159,6 @@ class TensorBoardReporter:
     def run_dir(self) -> Path:
         return self.logdir / (self.run or "run")
 
-    @property
-    def _root(self) -> EventFile | None:  # TEMPORARY alias while compress/_auto_views migrates
-        return self.root
-
     def run_file(self, name: str) -> EventFile:
         """The event file of the sub-run ``name`` (a directory under the run), opened once."""
         if name not in self._run_files:

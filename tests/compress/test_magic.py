@@ -125,3 +125,51 @@ def test_text_progress_and_tensorboard_logs(ip: Any, run_cell, tmp_path, capsys)
     assert "[nbopt] done: size" in out
     (run,) = (tmp_path / "tb").iterdir()
     assert list(run.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ("quant=int8-static example=x", "needs calib="),
+        ("prune_ignore=fc example=x", "prune_ignore= is given without prune="),
+        ("quant=int8 calib=x example=x", "calib= is only used by quant=int8-static"),
+        ("quant=int8-static calib=x inplace example=x", "inplace cannot be used"),
+        ("quant=int8 batch=auto", "batch=auto needs example="),
+    ],
+)
+def test_step_options_that_do_not_go_together_fail_before_the_cell_runs(
+    ip: Any, run_cell, options: str, fragment: str
+) -> None:
+    run_cell(ip, "ran = []")
+    with pytest.raises(UsageError, match=fragment) as info:
+        run_cell(ip, f"%%optimize {options}\nran.append(1)\nmodel = make_mlp()")
+    assert str(info.value).startswith("%%optimize")
+    assert ip.user_ns["ran"] == []
+
+
+def test_a_failing_cell_shows_its_own_source_in_the_traceback(ip: Any, run_cell) -> None:
+    import traceback
+
+    with pytest.raises(ZeroDivisionError) as info:
+        run_cell(ip, "%%optimize quant=int8\nmodel = make_mlp()\nbroken = 1 / 0")
+    text = "".join(traceback.format_exception(info.value))
+    assert "<%%optimize cell" in text and "broken = 1 / 0" in text
+
+
+def test_batch_auto_adds_the_optimised_models_batch_size_to_the_report(ip: Any, run_cell) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # steadier timings on a shared machine
+    try:
+        result = run_cell(
+            ip,
+            "%%optimize quant=int8 example=x batch=auto progress=none logdir=none\n"
+            "model = make_mlp()",
+        )
+    finally:
+        torch.set_num_threads(threads)
+    found = result.batch
+    assert found is not None and found.mode == "throughput" and not found.train
+    assert found.batch_size <= found.best_batch_size
+    assert {m.batch_size for m in found.measurements if m.ok} >= {1, found.batch_size}
+    assert f"batch size {found.batch_size}" in result.summary()
+    assert f"batch size {found.batch_size}" in result._repr_html_()

@@ -99,8 +99,8 @@ def test_a_crashing_step_leaves_the_original_bit_identical(
 
     real = _quantize.quantize_int8_cpu
 
-    def crash_half_way(model: nn.Module) -> Any:
-        real(model)  # the copy is now quantized ...
+    def crash_half_way(model: nn.Module, *args: Any) -> Any:
+        real(model, *args)  # the copy is now quantized ...
         raise RuntimeError("simulated crash")  # ... and the step fails
 
     monkeypatch.setattr(_quantize, "quantize_int8_cpu", crash_half_way)

@@ -203,6 +203,22 @@ def test_an_interrupt_stops_ray_trials_and_keeps_what_finished(local_ray, tmp_pa
     assert signal.getsignal(signal.SIGINT) is handler_before
 
 
+@pytest.mark.slow
+def test_a_tune_cell_runs_on_ray_and_its_best_parameters_come_back(local_ray, ip, run_cell):
+    """The cell objective travels to the workers with only the variables it uses."""
+    run_cell(ip, "import threading\nlock = threading.Lock()\noffset = 0.25")  # lock: unpicklable
+    result = run_cell(
+        ip,
+        "%%tune max_evals=4 seed=0 backend=ray parallel=2 progress=none logdir=none\n"
+        "x = uniform(-1, 1)\n"
+        "k = choice(0, 1)\n"
+        "(x - offset) ** 2 + k",
+    )
+    assert len(result.trials) == 4 and all(t.status == "ok" for t in result.trials)
+    assert ip.user_ns["x"] == result.best_params["x"]
+    assert ip.user_ns["k"] == result.best_params["k"]
+
+
 def test_an_objective_too_large_to_send_names_the_variable():
     from nbopt.tuning._ray_send import check_sendable
 

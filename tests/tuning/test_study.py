@@ -407,3 +407,13 @@ def test_study_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
         assert reported <= finished, f"kill {attempt}: lost {sorted(reported - finished)}"
     assert kills_mid_run >= 20
     assert len(_reported(side)) > 30
+
+
+def test_resuming_a_study_past_its_budget_runs_nothing(tmp_path) -> None:
+    """A study already holding more trials than max_evals returns at once, running none."""
+    study = tmp_path / "s.json"
+    tune(lambda x: x, {"x": uniform(0, 1)}, max_evals=6, study=study)
+    calls = []
+    result = tune(lambda x: calls.append(x) or x, {"x": uniform(0, 1)}, max_evals=4, study=study)
+    assert calls == []
+    assert len(result.trials) == 6
