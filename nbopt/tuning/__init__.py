@@ -33,7 +33,7 @@ def tune(
     *,
     max_evals: int | None = None,
     timeout: float | None = None,
-    algo: str = "tpe",
+    algo: str = "auto",
     seed: int | None = None,
     metric: str | None = None,
     mode: str = "min",
@@ -63,7 +63,10 @@ def tune(
         max_evals: Trials to run in all, counting those of a resumed study. Defaults to the
             grid size for ``algo="grid"``, to unlimited when ``timeout`` is given, else 20.
         timeout: Seconds after which no new trial is started.
-        algo: ``"tpe"``, ``"rand"``, ``"anneal"``, ``"atpe"`` or ``"grid"``.
+        algo: ``"auto"`` (the default: Bayesian optimisation with a Gaussian process; a short
+            quasi-random start, then the configuration of highest expected improvement, never
+            a repeat; see ``nbopt.tuning._auto``), ``"tpe"``, ``"rand"``, ``"anneal"``,
+            ``"atpe"`` or ``"grid"``.
         seed: Seed of the search's random choices, for a reproducible sequence of trials.
         metric: Key of the value to optimise in a dict result (default ``"loss"``, or its only
             number).

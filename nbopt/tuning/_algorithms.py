@@ -143,3 +143,7 @@ def _grid(context: SearchContext) -> Suggest:
 
 def _active_vals(doc: dict[str, Any]) -> dict[str, Any]:
     return {label: values[0] for label, values in doc["misc"]["vals"].items() if values}
+
+
+# Registers algo="auto" (its module imports this one, so it comes last).
+from nbopt.tuning import _auto  # noqa: E402, F401

@@ -59,7 +59,7 @@ SCHEMA = Schema(
     [
         Option("max_evals", Int(1), None, "trials in all, counting a resumed study's (default 20)"),
         Option("timeout", Duration(), None, "start no new trial after this long"),
-        Option("algo", Enum(*_OFFERED), "tpe", "search algorithm"),
+        Option("algo", Enum(*_OFFERED), "auto", "search algorithm"),
         Option("seed", Int(0), None, "seed, for a reproducible sequence of trials"),
         Option("metric", Text("name"), None, "the value to optimise: a dict key or cell variable"),
         Option("mode", Enum("min", "max"), "min", "minimise or maximise the metric"),

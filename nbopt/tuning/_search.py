@@ -45,7 +45,7 @@ class Search:
         space: Any,
         *,
         bus: EventBus,
-        algo: str = "tpe",
+        algo: str = "auto",
         max_evals: int | None = None,
         timeout: float | None = None,
         seed: int | None = None,

@@ -132,7 +132,7 @@ def test_a_terminal_ipython_prints_text_progress_and_no_widget(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout
-    assert "[nbopt] tune · tpe: 5 planned" in out
+    assert "[nbopt] tune · auto: 5 planned" in out
     assert re.search(r"trial +\d+ \[5/5\]", out)
     assert "[nbopt] done: 5 trials" in out
     for widget_text in ("VBox", "IntProgress", "widget", WIDGET_VIEW):

@@ -246,7 +246,7 @@ def test_config_progress_text_takes_effect(ip, nb, capsys) -> None:
     capsys.readouterr()
     nb("%tune train lr=uniform(0, 1) layers=choice(1, 2) max_evals=2 logdir=none")
     out = capsys.readouterr().out
-    assert "[nbopt] tune · tpe: 2 planned" in out
+    assert "[nbopt] tune · auto: 2 planned" in out
     assert "[nbopt] done: 2 trials" in out
     nb('%config NbOptMagics.progress = "none"')
     capsys.readouterr()

@@ -13,8 +13,8 @@ import nbopt
 from nbopt import ConfigError, TrialStopped, TuneError, choice, quniform, randint, uniform
 from nbopt.ui.events import RunFinished, RunStarted, StepReported, TrialFinished, TrialStarted
 
-ALGOS = ["tpe", "rand", "anneal", "atpe", "grid"]
-SAMPLING_ALGOS = ["tpe", "rand", "anneal", "atpe"]
+ALGOS = ["auto", "tpe", "rand", "anneal", "atpe", "grid"]
+SAMPLING_ALGOS = ["auto", "tpe", "rand", "anneal", "atpe"]
 
 
 def tune(objective, space, **options):

@@ -51,7 +51,7 @@ def _text_run(values, min_interval=0.0, **options) -> list[str]:
 def test_text_reporter_prints_header_lines_and_summary() -> None:
     """A header with the plan, one line per trial, then the outcome and the best trial."""
     lines = _text_run([3.0, 1.0, 2.0])
-    assert lines[0] == "[nbopt] tune · tpe: 3 planned"
+    assert lines[0] == "[nbopt] tune · auto: 3 planned"
     trial_lines = [line for line in lines if line.startswith("trial")]
     assert len(trial_lines) == 3
     assert re.match(r"trial +0 \[1/3\] +3 +\* +x=", trial_lines[0])
@@ -95,7 +95,7 @@ def test_progress_text_option_prints_to_stdout(capsys) -> None:
     """progress="text" prints the live lines to standard output."""
     nbopt.tune(lambda x: x, {"x": uniform(0, 1)}, max_evals=2, progress="text", logdir=None)
     out = capsys.readouterr().out
-    assert "[nbopt] tune · tpe: 2 planned" in out
+    assert "[nbopt] tune · auto: 2 planned" in out
     assert "[nbopt] done: 2 trials" in out
 
 

@@ -1,0 +1,253 @@
+"""The suggest function of ``algo=auto``; :mod:`nbopt.tuning._auto` says what it does."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import numpy as np
+from hyperopt import base
+
+from nbopt.space import to_hyperopt
+from nbopt.tuning._algorithms import SearchContext, trial_doc
+from nbopt.tuning._auto_gp import Embedding, GaussianProcess, fit
+from nbopt.tuning._auto_space import SpaceTable, row_keys
+
+# A finite space of at most this many configurations is scored exhaustively.
+GRID_LIMIT = 1024
+# Rows the hyperparameters are fitted on (the best quarter and a random rest beyond this), and
+# rows the GP is conditioned on: they bound the cost of a suggestion in a long search.
+FIT_LIMIT = 64
+CONDITION_LIMIT = 300
+# Hyperparameters are refitted at every trial up to REFIT_ALWAYS trials, later once the
+# trials have grown by the factor REFIT since the last fit.
+REFIT_ALWAYS = 50
+REFIT = 1.05
+# Candidates: draws from the prior, and perturbations of the best trials at scales drawn
+# log-uniformly from LOCAL_SCALES (in unit coordinates; a choice is re-drawn with
+# probability FLIP); then rounds of smaller perturbations of the best candidates.
+GLOBAL_CANDIDATES = 256
+LOCAL_CANDIDATES = 256
+LOCAL_STARTS = 5
+LOCAL_SCALES = (1e-3, 0.3)
+FLIP = 0.2
+REFINE_SCALES = (0.03, 0.01, 0.003, 0.001)
+REFINE_KEEP = 3
+REFINE_EACH = 16
+# Proposals not finished yet (a parallel backend asks before trials end) the model assumes
+# done at its predicted value, so that it proposes elsewhere; the oldest are forgotten.
+PENDING_LIMIT = 32
+
+
+def initial_trials(labels: int, max_evals: int | None) -> int:
+    """Sobol trials before the GP: labels + 2 (at least 5), at most a quarter of the budget."""
+    n = max(5, labels + 2)
+    if max_evals is not None:
+        n = min(n, max(3, max_evals // 4))
+    return n
+
+
+class AutoSearch:
+    """Hyperopt's ``suggest`` for one search, with what it keeps between trials."""
+
+    def __init__(self, context: SearchContext) -> None:
+        # The search loop's Domain is built from the same space: reading it now reports a
+        # space auto cannot search before the search starts.
+        self.table = SpaceTable.from_domain(base.Domain(_not_called, to_hyperopt(context.space)))
+        self.grid = self.table.enumerate(GRID_LIMIT)
+        self.n_initial = initial_trials(self.table.width, context.max_evals)
+        self.embedding = Embedding(
+            [len(c.probabilities()) if c.categorical else 0 for c in self.table.columns]
+        )
+        self.design: np.ndarray | None = None
+        self.handed = 0
+        self.pending: dict[int, np.ndarray] = {}
+        self.theta: np.ndarray | None = None
+        self.fitted_on = 0
+        self.blas = _blas_controller()
+
+    def __call__(
+        self, new_ids: list[int], domain: Any, trials: Any, seed: int
+    ) -> list[dict[str, Any]]:
+        # Small matrices: BLAS threads only wait for each other, badly so on a busy machine.
+        limit = self.blas.limit(limits=1, user_api="blas") if self.blas else None
+        with limit or contextlib.nullcontext():
+            return self._suggest(new_ids, domain, trials, seed)
+
+    def _suggest(
+        self, new_ids: list[int], domain: Any, trials: Any, seed: int
+    ) -> list[dict[str, Any]]:
+        rng = np.random.default_rng(seed)
+        units, losses, tids = self._history(trials)
+        for tid in tids & self.pending.keys():
+            del self.pending[tid]
+        seen = set(row_keys(units)) | set(row_keys(self._pending_rows()))
+        count = max(self.handed, len(units))
+        if count < self.n_initial or np.sum(~np.isnan(losses)) < 2:
+            row = self._initial(count, seen, rng)
+        else:
+            row = self._propose(units, losses, seen, rng)
+        if row is None:
+            return []
+        self.handed = count + 1
+        self.pending[new_ids[0]] = row
+        if len(self.pending) > PENDING_LIMIT:
+            del self.pending[next(iter(self.pending))]
+        return [trial_doc(domain, trials, new_ids[0], self.table.configuration(row))]
+
+    def _history(self, trials: Any) -> tuple[np.ndarray, np.ndarray, set[int]]:
+        """Rows of the finished trials, their losses (NaN if failed), and their ids."""
+        configurations, losses, tids = [], [], set()
+        for doc in trials.trials:
+            result = doc["result"]
+            if result.get("status") not in ("ok", "fail"):
+                continue
+            tids.add(doc["tid"])
+            configurations.append({k: v[0] for k, v in doc["misc"]["vals"].items() if v})
+            loss = result.get("loss") if result["status"] == "ok" else None
+            losses.append(math.nan if loss is None else float(loss))
+        return self.table.encode(configurations), np.asarray(losses, dtype=float), tids
+
+    def _pending_rows(self) -> np.ndarray:
+        return np.array(list(self.pending.values())).reshape(-1, self.table.width)
+
+    def _initial(self, count: int, seen: set[bytes], rng: np.random.Generator) -> np.ndarray | None:
+        """The next point of a scrambled Sobol design, or a random one once it is used up."""
+        if self.design is None:
+            self.design = self.table.snap(self.table.draw(rng, self.n_initial, sobol=True))
+        rows = self.design[count:] if count < len(self.design) else self.table.sample(rng, 64)
+        fresh = _unseen_rows(rows, seen)
+        return fresh[0] if len(fresh) else self._unseen(seen, rng)
+
+    def _unseen(self, seen: set[bytes], rng: np.random.Generator) -> np.ndarray | None:
+        """A random configuration not tried yet; None once a finite space is exhausted."""
+        pool = self.grid if self.grid is not None else self.table.sample(rng, 256)
+        fresh = _unseen_rows(pool, seen)
+        if not len(fresh):
+            # An infinite space that random draws keep missing: the search loop skips repeats.
+            return None if self.grid is not None else pool[0]
+        return fresh[int(rng.integers(len(fresh)))]
+
+    def _propose(
+        self, units: np.ndarray, losses: np.ndarray, seen: set[bytes], rng: np.random.Generator
+    ) -> np.ndarray | None:
+        """The configuration of highest expected improvement under the GP of the trials."""
+        y = _warp(losses)
+        if self.theta is None or len(y) < REFIT_ALWAYS or len(y) >= REFIT * self.fitted_on:
+            rows = _subset(y, FIT_LIMIT, rng)
+            self.theta = fit(self.embedding, units[rows], y[rows], self.theta)
+            self.fitted_on = len(y)
+        rows = _subset(y, CONDITION_LIMIT, rng)
+        gp = GaussianProcess.condition(self.embedding, self.theta, units[rows], y[rows])
+        pending = self._pending_rows()
+        if len(pending):
+            believed, _ = gp.predict(pending)
+            gp = GaussianProcess.condition(
+                self.embedding,
+                self.theta,
+                np.vstack([units[rows], pending]),
+                np.concatenate([y[rows], believed]),
+            )
+        best = float(y.min())
+        if self.grid is not None:
+            pool = _unseen_rows(self.grid, seen)
+            if not len(pool):
+                return None
+            return pool[int(np.argmax(gp.log_expected_improvement(pool, best)))]
+        return self._maximise(gp, best, units[np.argsort(y)[:LOCAL_STARTS]], seen, rng)
+
+    def _maximise(
+        self,
+        gp: GaussianProcess,
+        best: float,
+        top: np.ndarray,
+        seen: set[bytes],
+        rng: np.random.Generator,
+    ) -> np.ndarray | None:
+        """Search candidates for the highest expected improvement (no gradients: the space
+        has steps, integers and choices)."""
+        table = self.table
+        starts = top[rng.integers(len(top), size=LOCAL_CANDIDATES)]
+        scales = np.exp(rng.uniform(*np.log(LOCAL_SCALES), size=(LOCAL_CANDIDATES, 1)))
+        pool = np.vstack(
+            [table.draw(rng, GLOBAL_CANDIDATES), self._perturb(starts, scales, FLIP, rng)]
+        )
+        pool = _unseen_rows(table.snap(pool), seen)
+        if not len(pool):
+            return self._unseen(seen, rng)
+        scores = gp.log_expected_improvement(pool, best)
+        for scale in REFINE_SCALES:
+            keep = np.argsort(-scores)[:REFINE_KEEP]
+            starts = np.repeat(pool[keep], REFINE_EACH, axis=0)
+            moved = _unseen_rows(table.snap(self._perturb(starts, scale, 0.0, rng)), seen)
+            pool = np.vstack([pool[keep], moved])
+            scores = np.concatenate([scores[keep], gp.log_expected_improvement(moved, best)])
+        return pool[int(np.argmax(scores))]
+
+    def _perturb(
+        self, rows: np.ndarray, scale: Any, flip: float, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Rows moved by Gaussian steps of ``scale``, choices re-drawn with probability ``flip``.
+
+        Labels a row leaves inactive get a draw from the prior first, so that a choice flipped
+        to another option has values for that option's parameters.
+        """
+        fresh = self.table.draw(rng, len(rows))
+        moved = np.where(np.isnan(rows), fresh, rows)
+        numeric = ~self.table.categorical
+        steps = scale * rng.standard_normal((len(rows), int(numeric.sum())))
+        moved[:, numeric] = np.clip(moved[:, numeric] + steps, 0.0, 1.0)
+        if flip:
+            redraw = rng.random(moved.shape) < flip
+            moved = np.where(redraw & ~numeric, fresh, moved)
+        return moved
+
+
+def _warp(losses: np.ndarray) -> np.ndarray:
+    """Losses as the GP models them: failed trials as the worst loss, the tail above the
+    median compressed logarithmically (one diverged run must not flatten the good region),
+    then zero mean and unit deviation."""
+    usable = ~np.isnan(losses)
+    y = np.where(usable, losses, np.max(losses[usable]))
+    median = np.median(y)
+    scale = max(median - y.min(), 1e-12)
+    y = np.where(y > median, median + scale * np.log1p(np.maximum(y - median, 0) / scale), y)
+    sd = y.std()
+    return (y - y.mean()) / (sd if sd > 0 else 1.0)
+
+
+def _subset(y: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of at most ``limit`` rows: the best quarter and a random draw of the rest."""
+    if len(y) <= limit:
+        return np.arange(len(y))
+    order = np.argsort(y)
+    best = order[: limit // 4]
+    rest = rng.choice(order[limit // 4 :], size=limit - len(best), replace=False)
+    return np.sort(np.concatenate([best, rest]))
+
+
+def _unseen_rows(rows: np.ndarray, seen: set[bytes]) -> np.ndarray:
+    """The rows not in ``seen``, each once."""
+    keep, unique = [], set(seen)
+    for i, key in enumerate(row_keys(rows)):
+        if key not in unique:
+            unique.add(key)
+            keep.append(i)
+    return rows[keep]
+
+
+def _not_called(params: Any) -> Any:
+    raise AssertionError("auto reads the space; it never evaluates the objective")
+
+
+def _blas_controller() -> Any:
+    """threadpoolctl's handle on the BLAS libraries loaded now (NumPy's, SciPy's), or None.
+
+    Made once per search: finding the libraries takes milliseconds, limiting them microseconds.
+    """
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # an optional speed-up; scikit-learn, among others, installs it
+        return None
+    return ThreadpoolController()
