@@ -34,13 +34,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--algo", default="auto", help="the search algorithm (default: auto)")
     args = parser.parse_args()
 
     def objective(lr, width, depth, weight_decay):
         return train_mlp(lr, width, depth, weight_decay, epochs=args.epochs)
 
     print(
-        f"digits MLP, {args.trials} trials x {args.epochs} epochs, algo=tpe, "
+        f"digits MLP, {args.trials} trials x {args.epochs} epochs, algo={args.algo}, "
         f"{args.seeds} seeds; settings: {RULES}"
     )
     epochs = {rule: [] for rule in RULES}
@@ -54,6 +55,7 @@ def main() -> None:
                 SPACE,
                 max_evals=args.trials,
                 seed=seed,
+                algo=args.algo,
                 progress="none",
                 logdir=None,
                 **options,
