@@ -222,3 +222,24 @@ def test_an_error_in_finetune_is_told_apart_from_a_failing_plan(mlp: nn.Module) 
     with pytest.raises(FinetuneFailed) as raised:
         builder.build(Plan(prune=0.5))
     assert isinstance(raised.value.error, KeyError)
+
+
+def test_the_choice_prefers_the_simpler_plan_within_a_latency_tie() -> None:
+    """A plan with an extra step wins only if it is clearly faster (latency is noisy); for an
+    exact target (size, MACs) the lowest ratio wins outright."""
+    from nbopt.compress._auto import _contenders, _simplest_of_the_best
+    from nbopt.compress._auto_result import PlanTrial
+    from nbopt.compress._plans import Plan
+
+    pruned = PlanTrial(1, Plan(prune=0.5), ratio=0.46, metric=0.98, within=True)
+    pruned_cast = PlanTrial(2, Plan(prune=0.5, quant="bf16"), ratio=0.44, metric=0.98, within=True)
+    much_faster = PlanTrial(3, Plan(prune=0.7, quant="int8"), ratio=0.30, metric=0.98, within=True)
+    assert _simplest_of_the_best([pruned_cast, pruned], tie=0.10) is pruned
+    assert _simplest_of_the_best([pruned_cast, pruned], tie=0.0) is pruned_cast
+    assert _simplest_of_the_best([pruned, pruned_cast, much_faster], tie=0.10) is much_faster
+    assert _simplest_of_the_best([], tie=0.10) is None
+    # Plans within tolerance measured close to the best are timed again with the front.
+    far = PlanTrial(4, Plan(quant="int8"), ratio=0.9, metric=0.99, within=True)
+    outside = PlanTrial(5, Plan(prune=0.9), ratio=0.1, metric=0.5, within=False)
+    chosen = _contenders([pruned_cast], [pruned, pruned_cast, far, outside])
+    assert {p.number for p in chosen} == {1, 2}
