@@ -6,7 +6,13 @@ extension.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -86,4 +92,21 @@ class NbOptMagics(Magics):
             raise UsageError("%nbopt tensorboard: logging is off (NbOptMagics.logdir); give LOGDIR")
         from tensorboard import notebook
 
-        notebook.start(f"--logdir {shlex.quote(logdir)} --host 127.0.0.1")
+        with _tensorboard_binary():
+            notebook.start(f"--logdir {shlex.quote(logdir)} --host 127.0.0.1")
+
+
+@contextlib.contextmanager
+def _tensorboard_binary() -> Iterator[None]:
+    """Point TensorBoard's launcher at the ``tensorboard`` beside this Python when none is on
+    PATH: a kernel started from a virtual environment that was never activated has the package
+    but not its scripts on PATH, and TensorBoard looks for the program there only."""
+    beside = Path(sys.executable).parent / "tensorboard"
+    if "TENSORBOARD_BINARY" in os.environ or shutil.which("tensorboard") or not beside.exists():
+        yield
+        return
+    os.environ["TENSORBOARD_BINARY"] = str(beside)
+    try:
+        yield
+    finally:
+        del os.environ["TENSORBOARD_BINARY"]
