@@ -6,7 +6,6 @@ Nothing the user passed is changed: every plan is built from a copy of the model
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from typing import Any, cast
@@ -26,7 +25,7 @@ from nbopt.compress._auto_result import TARGETS, AutoOptimizeResult, LayerSensit
 from nbopt.compress._auto_search import ALGORITHM, PlanSpace, score
 from nbopt.compress._auto_space import plan_space
 from nbopt.compress._builder import FinetuneFailed, PlanBuilder
-from nbopt.compress._inputs import call, device_of, set_eval
+from nbopt.compress._inputs import device_of, working_copy
 from nbopt.compress._measure import measure, measure_latency, read_metric
 from nbopt.compress._pareto import pareto_front
 from nbopt.compress._plans import Plan
@@ -41,6 +40,7 @@ from nbopt.ui.events import (
     StepReported,
     TrialFinished,
     TrialStarted,
+    reporting_failure,
 )
 
 _RESERVED_KEYS = {"score", "ratio", "within", "reused", "size_ratio", "macs_ratio", "latency_ratio"}
@@ -110,19 +110,12 @@ class AutoOptimization:
                 config={"target": self.target, "max_trials": self.max_trials},
             )
         )
-        try:
+        with reporting_failure(self.bus, "optimize-auto", "the model is unchanged"):
             self.baseline = measure(self.work, self.example, metric=self.tolerance.baseline)
             self.bus.emit(AutoBaselineMeasured(self.baseline, self.metric_name, self.tolerance))
             space, sensitivity = self._space()
             search = self._search(space)
             result = self._result(search, sensitivity)
-        except KeyboardInterrupt:
-            self.bus.emit(RunFinished("optimize-auto", "interrupted", "the model is unchanged"))
-            raise
-        except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}; the model is unchanged"
-            self.bus.emit(RunFinished("optimize-auto", "failed", message))
-            raise
         self.bus.emit(AutoFinished(result))
         self.bus.emit(RunFinished("optimize-auto", "done", result.summary(), result=result))
         return result
@@ -131,23 +124,10 @@ class AutoOptimization:
 
     def _prepare(self) -> Tolerance:
         """Copy the model, run the example, evaluate twice; the tolerance around the baseline."""
-        try:
-            self.work: nn.Module = copy.deepcopy(self.original)
-        except Exception as exc:
-            raise ConfigError(
-                f"the model cannot be copied ({type(exc).__name__}: {exc}); auto builds every "
-                "plan from a copy"
-            ) from None
-        set_eval(self.work)
+        self.work: nn.Module = working_copy(
+            self.original, self.example, "auto builds every plan from a copy"
+        )
         self.context = StepContext(self.example, device_of(self.work))
-        if self.example is not None:
-            try:
-                with torch.no_grad():
-                    call(self.work, self.example)
-            except Exception as exc:
-                raise ConfigError(
-                    f"example= does not run through the model: {type(exc).__name__}: {exc}"
-                ) from None
         ignored_modules(self.work, self.prune_ignore)
         if self.calib is not None:
             backend = QUANTIZATION.get("int8-static")

@@ -7,6 +7,7 @@ dict of keyword inputs (``model(**batch)``, as Hugging Face models take).
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -105,6 +106,29 @@ def _as_input(batch: Any, example: Any) -> Any:
     if isinstance(example, torch.Tensor) and isinstance(batch, (tuple, list)) and batch:
         return batch[0]
     return batch
+
+
+def working_copy(model: nn.Module, example: Any, why: str) -> nn.Module:
+    """A deep copy of ``model`` in eval mode, checked to run on ``example`` (when given).
+
+    ``why`` ends the error for a model that cannot be copied: what the copy is for.
+    """
+    try:
+        work = copy.deepcopy(model)
+    except Exception as exc:
+        raise ConfigError(
+            f"the model cannot be copied ({type(exc).__name__}: {exc}); {why}"
+        ) from None
+    set_eval(work)
+    if example is not None:
+        try:
+            with torch.no_grad():
+                call(work, example)
+        except Exception as exc:
+            raise ConfigError(
+                f"example= does not run through the model: {type(exc).__name__}: {exc}"
+            ) from None
+    return work
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ state only once every step has succeeded.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from nbopt.compress._events import (
     StepFinished,
     StepStarted,
 )
-from nbopt.compress._inputs import call, device_of, eval_mode, set_eval
+from nbopt.compress._inputs import device_of, eval_mode, set_eval, working_copy
 from nbopt.compress._measure import measure, measure_latency, read_metric
 from nbopt.compress._registry import (
     LOWRANK,
@@ -40,7 +39,7 @@ from nbopt.compress._registry import (
 )
 from nbopt.compress._result import Measurement, OptimizeResult, StepRecord
 from nbopt.errors import ConfigError
-from nbopt.ui.events import EventBus, RunFinished, RunStarted
+from nbopt.ui.events import EventBus, RunFinished, RunStarted, reporting_failure
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,7 @@ class Optimization:
                 config={"steps": [step.label for step in self.steps]},
             )
         )
-        try:
+        with reporting_failure(self.bus, "optimize", "the original model is unchanged"):
             baseline = measure(self.work, self.example, metric=metric)
             self.bus.emit(BaselineMeasured(baseline, self.metric_name))
             records: list[StepRecord] = []
@@ -163,35 +162,17 @@ class Optimization:
                     StepFinished(index, records[-1], baseline, previous, self.metric_name)
                 )
             result = self._finish(baseline, records)
-        except KeyboardInterrupt:
-            self.bus.emit(RunFinished("optimize", "interrupted", "the original model is unchanged"))
-            raise
-        except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}; the original model is unchanged"
-            self.bus.emit(RunFinished("optimize", "failed", message))
-            raise
         self.bus.emit(OptimizeFinished(result))
         self.bus.emit(RunFinished("optimize", "done", result.summary(), result=result))
         return result
 
     def _prepare(self) -> float | None:
         """Copy the model and check every input on the copy; the baseline metric."""
-        try:
-            self.work = copy.deepcopy(self.original)
-        except Exception as exc:
-            raise ConfigError(
-                f"the model cannot be copied ({type(exc).__name__}: {exc}); optimize works on "
-                "a copy so that a failing step never leaves the model half-changed"
-            ) from None
-        set_eval(self.work)
-        if self.example is not None:
-            try:
-                with torch.no_grad():
-                    call(self.work, self.example)
-            except Exception as exc:
-                raise ConfigError(
-                    f"example= does not run through the model: {type(exc).__name__}: {exc}"
-                ) from exc
+        self.work = working_copy(
+            self.original,
+            self.example,
+            "optimize works on a copy so that a failing step never leaves the model half-changed",
+        )
         for step in self.steps:
             check = step.backend.load_check() if step.backend is not None else None
             if check is not None:

@@ -7,8 +7,9 @@ handles the kinds it knows and ignores the rest.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -118,3 +119,20 @@ class EventBus:
             close = getattr(reporter, "close", None)
             if close is not None:
                 close()
+
+
+@contextlib.contextmanager
+def reporting_failure(bus: EventBus, kind: str, unchanged: str) -> Iterator[None]:
+    """Emit ``RunFinished`` as interrupted or failed when the block raises, then re-raise.
+
+    ``unchanged`` says what the failure left as it was (the user's model, say); it ends the
+    message, so that the view tells the user nothing of theirs was harmed.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        bus.emit(RunFinished(kind, "interrupted", unchanged))
+        raise
+    except Exception as exc:
+        bus.emit(RunFinished(kind, "failed", f"{type(exc).__name__}: {exc}; {unchanged}"))
+        raise
