@@ -15,7 +15,7 @@ from nbopt.batching._memory import is_oom_error
 from nbopt.batching._result import BatchSizeResult, Measurement
 from nbopt.errors import ConfigError
 from nbopt.ui import DEFAULT_LOGDIR
-from nbopt.ui.events import Event, EventBus
+from nbopt.ui.events import Event
 
 if TYPE_CHECKING:
     import torch
@@ -124,8 +124,8 @@ def find_batch_size(
     )
     from nbopt.batching._search import BatchSizeSearch
     from nbopt.batching._workload import Batches, Workload
-    from nbopt.ui.progress import progress_reporter
-    from nbopt.ui.tensorboard import TensorBoardReporter, run_name
+    from nbopt.ui.reporting import reporting_bus
+    from nbopt.ui.tensorboard import run_name
 
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -147,16 +147,12 @@ def find_batch_size(
         available = available_memory()
         limit = int(DEFAULT_MEMORY_FRACTION * available) if available is not None else None
 
-    view = progress_reporter(progress)
-    reporters: list[Callable[[Event], None]] = [] if view is None else [view]
     name = run_name("batchsize")
-    if logdir is not None:
-        reporters.append(TensorBoardReporter(logdir, name))
-    reporters.extend(callbacks)
+    bus = reporting_bus(progress, logdir, callbacks, run=name)
     search = BatchSizeSearch(
         workload,
         batches,
-        bus=EventBus(reporters),
+        bus=bus,
         device=device,
         mode=mode,
         start=start,

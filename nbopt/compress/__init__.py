@@ -24,7 +24,7 @@ from nbopt.compress._registry import (
 from nbopt.compress._result import Change, Measurement, OptimizeResult, StepRecord
 from nbopt.errors import ConfigError
 from nbopt.ui import DEFAULT_LOGDIR
-from nbopt.ui.events import Event, EventBus
+from nbopt.ui.events import Event
 
 __all__ = [
     "LOWRANK",
@@ -124,8 +124,8 @@ def optimize(
         True
     """
     from nbopt.compress._pipeline import Optimization, plan_steps
-    from nbopt.ui.progress import progress_reporter
-    from nbopt.ui.tensorboard import TensorBoardReporter, run_name
+    from nbopt.ui.reporting import reporting_bus
+    from nbopt.ui.tensorboard import run_name
 
     if isinstance(prune_ignore, str):
         prune_ignore = [name.strip() for name in prune_ignore.split(",") if name.strip()]
@@ -142,19 +142,15 @@ def optimize(
         raise ConfigError(f"batch must be None or 'auto', got {batch!r}")
     if batch == "auto" and example is None:
         raise ConfigError("batch='auto' needs example=: the batch to tile to each size")
-    view = progress_reporter(progress)
     name = run_name("optimize")
-    reporters: list[Callable[[Event], None]] = [] if view is None else [view]
-    if logdir is not None:
-        reporters.append(TensorBoardReporter(logdir, name))
-    reporters.extend(callbacks)
+    bus = reporting_bus(progress, logdir, callbacks, run=name)
     run = Optimization(
         model,
         steps,
         example=example,
         evaluate=evaluate,
         inplace=inplace,
-        bus=EventBus(reporters),
+        bus=bus,
         name=name,
     )
     result = run.run()
@@ -269,17 +265,13 @@ def optimize_auto(
         True
     """
     from nbopt.compress._auto import AutoOptimization
-    from nbopt.ui.progress import progress_reporter
-    from nbopt.ui.tensorboard import TensorBoardReporter, run_name
+    from nbopt.ui.reporting import reporting_bus
+    from nbopt.ui.tensorboard import run_name
 
     if isinstance(prune_ignore, str):
         prune_ignore = [name.strip() for name in prune_ignore.split(",") if name.strip()]
-    view = progress_reporter(progress)
     name = run_name("auto", os.fspath(study) if study is not None else None)
-    reporters: list[Callable[[Event], None]] = [] if view is None else [view]
-    if logdir is not None:
-        reporters.append(TensorBoardReporter(logdir, name))
-    reporters.extend(callbacks)
+    bus = reporting_bus(progress, logdir, callbacks, run=name)
     run = AutoOptimization(
         model,
         evaluate=evaluate,
@@ -297,7 +289,7 @@ def optimize_auto(
         study=study,
         restart=restart,
         seed=seed,
-        bus=EventBus(reporters),
+        bus=bus,
         name=name,
     )
     return run.run()

@@ -12,7 +12,7 @@ from typing import Any
 from nbopt.launching._cell import ExportedScript, export_cell, launch_cell
 from nbopt.launching._errors import LaunchError, LaunchTimeout
 from nbopt.ui import DEFAULT_LOGDIR
-from nbopt.ui.events import Event, EventBus
+from nbopt.ui.events import Event
 
 __all__ = ["ExportedScript", "LaunchError", "LaunchTimeout", "export_cell", "launch", "launch_cell"]
 
@@ -86,20 +86,14 @@ def launch(
     """
     from nbopt.launching._job import Job
     from nbopt.launching._plan import plan_job
-    from nbopt.ui.progress import progress_reporter
-    from nbopt.ui.tensorboard import TensorBoardReporter
+    from nbopt.ui.reporting import reporting_bus
 
     if not callable(fn):
         from nbopt.errors import ConfigError
 
         raise ConfigError(f"launch() needs a function to run, got {type(fn).__name__}")
     plan = plan_job(num_processes, mixed_precision, cpu, timeout, all_ranks)
-    view = progress_reporter(progress)
-    reporters: list[Callable[[Event], None]] = [] if view is None else [view]
-    if logdir is not None:
-        reporters.append(TensorBoardReporter(logdir))
-    reporters.extend(callbacks)
-    bus = EventBus(reporters)
+    bus = reporting_bus(progress, logdir, callbacks)
     try:
         return Job(fn, args, plan, bus).run()
     finally:

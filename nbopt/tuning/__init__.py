@@ -15,7 +15,7 @@ from nbopt.space import contains_dimension, is_hyperopt_expression
 from nbopt.tuning._result import TuneResult
 from nbopt.tuning._trial import Trial
 from nbopt.ui import DEFAULT_LOGDIR
-from nbopt.ui.events import Event, EventBus
+from nbopt.ui.events import Event
 
 __all__ = ["Trial", "TuneResult", "tune"]
 
@@ -112,8 +112,8 @@ def tune(
     from nbopt.tuning._objective import bind_objective
     from nbopt.tuning._search import Search
     from nbopt.tuning._stopping import StopSettings
-    from nbopt.ui.progress import progress_reporter
-    from nbopt.ui.tensorboard import TensorBoardReporter, run_name
+    from nbopt.ui.reporting import reporting_bus
+    from nbopt.ui.tensorboard import run_name
 
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
@@ -122,15 +122,11 @@ def tune(
     keys = _space_keys(space)
     call = bind_objective(objective, keys)
     stop_settings = StopSettings(stop, stop_warmup, stop_min_trials, rung)
-    view = progress_reporter(progress)
     name = run_name("tune", os.fspath(study) if study is not None else None)
-    reporters: list[Callable[[Event], None]] = [] if view is None else [view]
-    if logdir is not None:
-        reporters.append(TensorBoardReporter(logdir, name))
-    reporters.extend(callbacks)
+    bus = reporting_bus(progress, logdir, callbacks, run=name)
     search = Search(
         space,
-        bus=EventBus(reporters),
+        bus=bus,
         algo=algo,
         max_evals=max_evals,
         timeout=timeout,
