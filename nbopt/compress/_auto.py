@@ -22,7 +22,7 @@ from nbopt.compress._auto_events import (
     SearchStarted,
 )
 from nbopt.compress._auto_result import TARGETS, AutoOptimizeResult, LayerSensitivity, PlanTrial
-from nbopt.compress._auto_search import ALGORITHM, PlanSpace, score
+from nbopt.compress._auto_search import PLAN_SEARCH, PlanSpace, score
 from nbopt.compress._auto_space import plan_space
 from nbopt.compress._builder import FinetuneFailed, PlanBuilder
 from nbopt.compress._inputs import device_of, working_copy
@@ -184,7 +184,7 @@ class AutoOptimization:
                 self._objective,
                 space,
                 max_evals=self.max_trials,
-                algo=ALGORITHM,
+                algo=PLAN_SEARCH,
                 seed=self.seed,
                 metric="score",
                 mode="min",

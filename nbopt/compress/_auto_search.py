@@ -25,9 +25,8 @@ from typing import Any
 
 from nbopt.errors import ConfigError
 from nbopt.space import choice, quniform
-from nbopt.tuning._algorithms import SearchContext, Suggest, register, trial_doc, vals_key
+from nbopt.tuning import Algorithm, SearchContext, Suggest, trial_doc, vals_key
 
-ALGORITHM = "compress-plans"
 # A plan outside the tolerance scores INFEASIBLE + its shortfall: worse than any plan within
 # it (whose score is its target ratio), and graded, so that TPE learns that a plan just outside
 # is nearer to a good one than a plan that destroyed the model. A failed trial would teach it
@@ -180,12 +179,11 @@ def _options(keeps: Sequence[tuple[str, ...]]) -> Any:
     return choice(*keeps) if len(keeps) > 1 else keeps[0]
 
 
-@register(ALGORITHM, "optimize_auto's search: cheap compression plans first, then TPE", hidden=True)
 def _plan_search(context: SearchContext) -> Suggest:
     space = context.space
     if not isinstance(space, PlanSpace):
         raise ConfigError(
-            f"algo={ALGORITHM!r} searches compression plans; it is run by "
+            "the compression-plan search runs on a PlanSpace; it is run by "
             "nbopt.compress.optimize_auto (%%optimize auto)"
         )
     from hyperopt import rand, tpe
@@ -224,3 +222,10 @@ def _plan_search(context: SearchContext) -> Suggest:
         return docs
 
     return suggest
+
+
+PLAN_SEARCH = Algorithm(
+    "compress-plans",
+    "optimize_auto's search: cheap compression plans first, then TPE",
+    _plan_search,
+)

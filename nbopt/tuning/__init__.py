@@ -12,12 +12,30 @@ from typing import Any
 
 from nbopt.errors import ConfigError
 from nbopt.space import contains_dimension, is_hyperopt_expression
+from nbopt.tuning._algorithms import (
+    ALGORITHMS,
+    Algorithm,
+    SearchContext,
+    Suggest,
+    trial_doc,
+    vals_key,
+)
 from nbopt.tuning._result import TuneResult
 from nbopt.tuning._trial import Trial
 from nbopt.ui import DEFAULT_LOGDIR
 from nbopt.ui.events import Event
 
-__all__ = ["Trial", "TuneResult", "tune"]
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "SearchContext",
+    "Suggest",
+    "Trial",
+    "TuneResult",
+    "trial_doc",
+    "tune",
+    "vals_key",
+]
 
 # Backends that run a search's trials: name -> "module:function", imported when used. The
 # function takes (search, call, parallel=, address=) and returns the TuneResult.
@@ -33,7 +51,7 @@ def tune(
     *,
     max_evals: int | None = None,
     timeout: float | None = None,
-    algo: str = "auto",
+    algo: str | Algorithm = "auto",
     seed: int | None = None,
     metric: str | None = None,
     mode: str = "min",
@@ -63,10 +81,10 @@ def tune(
         max_evals: Trials to run in all, counting those of a resumed study. Defaults to the
             grid size for ``algo="grid"``, to unlimited when ``timeout`` is given, else 20.
         timeout: Seconds after which no new trial is started.
-        algo: ``"auto"`` (the default: Bayesian optimisation with a Gaussian process; a short
-            quasi-random start, then the configuration of highest expected improvement, never
-            a repeat; see ``nbopt.tuning._auto``), ``"tpe"``, ``"rand"``, ``"anneal"``,
-            ``"atpe"`` or ``"grid"``.
+        algo: ``"auto"`` (the default: Bayesian optimisation with a Gaussian process, never
+            a repeat; see :mod:`nbopt.tuning.gp`), ``"tpe"``, ``"rand"``, ``"anneal"``,
+            ``"atpe"``, ``"grid"``, or an :class:`Algorithm` object (another engine's own
+            search).
         seed: Seed of the search's random choices, for a reproducible sequence of trials.
         metric: Key of the value to optimise in a dict result (default ``"loss"``, or its only
             number).

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from nbopt.errors import ConfigError
+from nbopt.errors import ConfigError, did_you_mean
 from nbopt.space import grid_points
 
 Suggest = Callable[[list[int], Any, Any, int], list[dict[str, Any]]]
@@ -29,33 +29,48 @@ class SearchContext:
 
 @dataclass(frozen=True)
 class Algorithm:
+    """A search algorithm, by name or as an object passed to ``tune(algo=...)``.
+
+    ``build(context)`` is called once per search and returns a function with Hyperopt's
+    ``suggest(new_ids, domain, trials, seed) -> [trial documents]`` signature, which proposes
+    the next configuration from the trials so far (an empty list ends the search). Another
+    engine with a search of its own (``optimize_auto``'s plan search) passes such an object;
+    only the named ones are offered to users.
+
+    Attributes:
+        name: Shown in the live view and the result (``result.algo``).
+        summary: One line for ``%tune?``.
+        build: Makes the suggest function of one search.
+    """
+
     name: str
     summary: str
     build: Callable[[SearchContext], Suggest]
-    hidden: bool = False  # another engine's own search, not offered to users of tune()
 
 
 ALGORITHMS: dict[str, Algorithm] = {}
 
 
-def register(
-    name: str, summary: str, hidden: bool = False
-) -> Callable[[Callable[[SearchContext], Suggest]], Any]:
-    """Add an algorithm to the registry under ``name`` (``hidden``: not listed to users)."""
+def register(name: str, summary: str) -> Callable[[Callable[[SearchContext], Suggest]], Any]:
+    """Offer an algorithm to users of ``tune()`` and ``%tune`` under ``name``."""
 
     def decorate(build: Callable[[SearchContext], Suggest]) -> Callable[[SearchContext], Suggest]:
-        ALGORITHMS[name] = Algorithm(name, summary, build, hidden)
+        ALGORITHMS[name] = Algorithm(name, summary, build)
         return build
 
     return decorate
 
 
-def get_algorithm(name: str) -> Algorithm:
+def get_algorithm(algo: str | Algorithm) -> Algorithm:
+    """The algorithm named ``algo``, or ``algo`` itself when it is an :class:`Algorithm`."""
+    if isinstance(algo, Algorithm):
+        return algo
     try:
-        return ALGORITHMS[name]
-    except KeyError:
-        known = ", ".join(sorted(name for name, a in ALGORITHMS.items() if not a.hidden))
-        raise ConfigError(f"unknown algo {name!r}; known algorithms: {known}") from None
+        return ALGORITHMS[algo]
+    except (KeyError, TypeError):
+        hint = did_you_mean(str(algo), ALGORITHMS)
+        known = ", ".join(ALGORITHMS)
+        raise ConfigError(f"unknown algo {algo!r}{hint}; known algorithms: {known}") from None
 
 
 def vals_key(vals: dict[str, Any]) -> str:
@@ -75,6 +90,15 @@ def trial_doc(domain: Any, trials: Any, tid: int, vals: dict[str, Any]) -> dict[
         "vals": {label: [vals[label]] if label in vals else [] for label in domain.params},
     }
     return trials.new_trial_docs([tid], [None], [domain.new_result()], [misc])[0]
+
+
+@register(
+    "auto", "Gaussian-process Bayesian optimisation (the default); never repeats a configuration"
+)
+def _gaussian_process(context: SearchContext) -> Suggest:
+    from nbopt.tuning.gp import GaussianProcessSearch
+
+    return GaussianProcessSearch(context)
 
 
 @register("tpe", "Hyperopt's Tree-structured Parzen Estimator (20 random trials first)")
@@ -143,7 +167,3 @@ def _grid(context: SearchContext) -> Suggest:
 
 def _active_vals(doc: dict[str, Any]) -> dict[str, Any]:
     return {label: values[0] for label, values in doc["misc"]["vals"].items() if values}
-
-
-# Registers algo="auto" (its module imports this one, so it comes last).
-from nbopt.tuning import _auto  # noqa: E402, F401

@@ -52,7 +52,7 @@ def _callable(value: Any) -> str | None:
     return None if callable(value) else "is not callable"
 
 
-_OFFERED = [name for name, algorithm in ALGORITHMS.items() if not algorithm.hidden]
+_OFFERED = list(ALGORITHMS)
 
 SCHEMA = Schema(
     "tune",

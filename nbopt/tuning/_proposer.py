@@ -17,7 +17,7 @@ import numpy as np
 from hyperopt import base, pyll, rand
 
 from nbopt.space import fingerprint, grid_points, grid_size, to_hyperopt
-from nbopt.tuning._algorithms import SearchContext, get_algorithm, trial_doc, vals_key
+from nbopt.tuning._algorithms import Algorithm, SearchContext, trial_doc, vals_key
 from nbopt.tuning._trial import Trial
 
 # Proposals asked of the algorithm for an unseen configuration before falling back to random
@@ -36,19 +36,19 @@ class Proposal:
 
 
 class Proposer:
-    """Suggests configurations of ``space`` with the algorithm ``algo``."""
+    """Suggests configurations of ``space`` with ``algorithm``."""
 
     def __init__(
         self,
         space: Any,
         *,
-        algo: str,
+        algorithm: Algorithm,
         max_evals: int | None,
         seed: int | None,
         deterministic: bool,
         mode: str,
     ) -> None:
-        self.algo = algo
+        self.algo = algorithm.name
         self._space = space
         self.size = grid_size(space)
         self.deterministic = deterministic
@@ -62,7 +62,7 @@ class Proposer:
             for node in pyll.dfs(self._domain.expr)
             if node.name == "hyperopt_param"
         ]
-        self._suggest = get_algorithm(algo).build(SearchContext(space, max_evals))
+        self._suggest = algorithm.build(SearchContext(space, max_evals))
         self._trials = base.Trials()
         self._seen: set[str] = set()
         self._restored = 0

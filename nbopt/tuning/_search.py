@@ -16,6 +16,7 @@ from typing import Any
 
 from nbopt._context import reporting_to
 from nbopt.errors import ConfigError, TrialStopped, TuneError, user_traceback
+from nbopt.tuning._algorithms import Algorithm, get_algorithm
 from nbopt.tuning._objective import read_metric
 from nbopt.tuning._proposer import Proposal, Proposer
 from nbopt.tuning._result import TuneResult
@@ -45,7 +46,7 @@ class Search:
         space: Any,
         *,
         bus: EventBus,
-        algo: str = "auto",
+        algo: str | Algorithm = "auto",
         max_evals: int | None = None,
         timeout: float | None = None,
         seed: int | None = None,
@@ -69,15 +70,21 @@ class Search:
         self.metric = metric
         self.timeout = timeout
         self.name = name
-        self.algo = algo
+        algorithm = get_algorithm(algo)
+        self.algo = algorithm.name
         self.stop = stop or StopSettings()
         self.stopper = self.stop.stopper(mode)
         self.proposer = Proposer(
-            space, algo=algo, max_evals=max_evals, seed=seed, deterministic=deterministic, mode=mode
+            space,
+            algorithm=algorithm,
+            max_evals=max_evals,
+            seed=seed,
+            deterministic=deterministic,
+            mode=mode,
         )
         if max_evals is None and timeout is None:
             size = self.proposer.size
-            max_evals = size if algo == "grid" and size else DEFAULT_MAX_EVALS
+            max_evals = size if self.algo == "grid" and size else DEFAULT_MAX_EVALS
         self.max_evals = max_evals
         self.trials: list[Trial] = []
         self.n_finished = self._n_failed = 0

@@ -19,7 +19,7 @@ from nbopt.compress._plans import Plan
 from nbopt.compress._registry import StepContext
 from nbopt.compress._tolerance import Tolerance
 from nbopt.errors import ConfigError
-from nbopt.tuning._algorithms import vals_key
+from nbopt.tuning._algorithms import get_algorithm, vals_key
 from nbopt.tuning._proposer import Proposer
 
 points = st.lists(
@@ -114,7 +114,9 @@ def _space(**changes: Any) -> PlanSpace:
 
 def test_the_encoding_of_a_cheap_plan_is_the_plan_the_engine_decodes() -> None:
     space = _space()
-    proposer = Proposer(space, algo="rand", max_evals=5, seed=0, deterministic=True, mode="min")
+    proposer = Proposer(
+        space, algorithm=get_algorithm("rand"), max_evals=5, seed=0, deterministic=True, mode="min"
+    )
     vals = space.encode(prune=(0.3, 1), lowrank=0.95, quant=("int8", 2))
     assert Plan.from_params(proposer.params(vals)) == Plan(
         0.3, ("fc1",), 0.95, "int8", ("fc1", "fc2")
@@ -124,7 +126,9 @@ def test_the_encoding_of_a_cheap_plan_is_the_plan_the_engine_decodes() -> None:
 
 def _walk(space: PlanSpace, scores: dict[str, float]) -> list[str]:
     """The cheap plans the space proposes when each evaluated one scores as in ``scores``."""
-    proposer = Proposer(space, algo="rand", max_evals=5, seed=0, deterministic=True, mode="min")
+    proposer = Proposer(
+        space, algorithm=get_algorithm("rand"), max_evals=5, seed=0, deterministic=True, mode="min"
+    )
     outcome: dict[str, float] = {}
     labels = []
     while True:

@@ -16,8 +16,8 @@ import nbopt
 from nbopt import choice, loguniform, normal, qloguniform, quniform, randint, uniform
 from nbopt.space import grid_points, grid_size, to_hyperopt
 from nbopt.tuning._algorithms import SearchContext, get_algorithm, vals_key
-from nbopt.tuning._auto_gp import Embedding, _log_h, _neg_log_posterior
-from nbopt.tuning._auto_space import SpaceTable, row_keys
+from nbopt.tuning.gp._model import Embedding, _log_h, _neg_log_posterior
+from nbopt.tuning.gp._space import SpaceTable, row_keys
 
 EVERY_TYPE = {
     "lr": loguniform(1e-5, 1e-1),

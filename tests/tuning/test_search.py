@@ -116,19 +116,36 @@ def test_bad_arguments_are_config_errors(options: dict, fragment: str) -> None:
 
 
 def test_unknown_algo_lists_every_registered_algorithm() -> None:
-    """An unknown algo names itself and every algorithm offered to users (not the hidden
-    searches of other engines, such as optimize_auto's)."""
-    import nbopt.compress._auto_search  # noqa: F401 - registers a hidden algorithm
-    from nbopt.tuning._algorithms import ALGORITHMS
+    """An unknown algo names itself, the closest name, and every algorithm offered to users;
+    another engine's own search (optimize_auto's) is an object, never a registered name."""
+    import nbopt.compress._auto_search as plan_search
+    from nbopt.tuning import ALGORITHMS
 
     assert set(ALGOS) <= set(ALGORITHMS)
     with pytest.raises(ConfigError) as info:
         tune(lambda x: x, {"x": uniform(0, 1)}, algo="tpee")
-    assert "unknown algo 'tpee'; known algorithms: " in str(info.value)
-    offered = [name for name, algorithm in ALGORITHMS.items() if not algorithm.hidden]
-    assert "compress-plans" not in offered
-    assert all(name in str(info.value) for name in offered)
-    assert "compress-plans" not in str(info.value)
+    assert "unknown algo 'tpee' (did you mean tpe?); known algorithms: " in str(info.value)
+    assert all(name in str(info.value) for name in ALGORITHMS)
+    assert plan_search.PLAN_SEARCH.name not in ALGORITHMS
+
+
+def test_an_algorithm_object_drives_the_search() -> None:
+    """``tune(algo=Algorithm(...))`` runs a search with a suggest function of the caller's own,
+    built once per search from the space and the budget, and names it in the result."""
+    from hyperopt import rand
+
+    from nbopt.tuning import Algorithm, SearchContext
+
+    contexts: list[SearchContext] = []
+
+    def build(context: SearchContext):
+        contexts.append(context)
+        return rand.suggest
+
+    walk = Algorithm("walk", "random draws", build)
+    result = tune(lambda x: x, {"x": uniform(0, 1)}, algo=walk, max_evals=4, seed=0)
+    assert len(result.trials) == 4 and result.algo == "walk"
+    assert len(contexts) == 1 and contexts[0].max_evals == 4
 
 
 @pytest.mark.parametrize(

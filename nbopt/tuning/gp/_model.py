@@ -1,6 +1,6 @@
 """The Gaussian process of ``algo=auto``: a Matérn 5/2 kernel with a length scale per label.
 
-Rows come from :class:`~nbopt.tuning._auto_space.SpaceTable`. The kernel is a function of a
+Rows come from :class:`~nbopt.tuning.gp._space.SpaceTable`. The kernel is a function of a
 Euclidean distance in an embedding of the rows, which keeps it positive definite for every
 kind of label: a numeric label contributes its unit coordinate (an inactive one sits at the
 centre, 0.5), a categorical label a one-hot vector scaled so that two different options are at

@@ -1,4 +1,5 @@
-"""``algo="auto"``: Bayesian optimisation with a Gaussian process, on Hyperopt's spaces.
+"""Bayesian optimisation with a Gaussian process on Hyperopt's spaces: the default search,
+``algo="auto"``.
 
 It searches any space nbopt or Hyperopt can write: ``uniform``, ``loguniform``,
 ``quniform``/``qloguniform`` (integral when their bounds are), ``randint``, ``choice`` (also
@@ -48,11 +49,6 @@ TPEs: 0.0259).
 
 from __future__ import annotations
 
-from nbopt.tuning._algorithms import SearchContext, Suggest, register
+from nbopt.tuning.gp._search import GaussianProcessSearch
 
-
-@register("auto", "Gaussian-process Bayesian optimisation; never repeats a configuration")
-def _auto(context: SearchContext) -> Suggest:
-    from nbopt.tuning._auto_search import AutoSearch
-
-    return AutoSearch(context)
+__all__ = ["GaussianProcessSearch"]

@@ -1,4 +1,4 @@
-"""The suggest function of ``algo=auto``; :mod:`nbopt.tuning._auto` says what it does."""
+"""The suggest function of the Gaussian-process search; :mod:`nbopt.tuning.gp` says what it does."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hyperopt import base
 
 from nbopt.space import to_hyperopt
 from nbopt.tuning._algorithms import SearchContext, trial_doc
-from nbopt.tuning._auto_gp import Embedding, GaussianProcess, fit
-from nbopt.tuning._auto_space import SpaceTable, row_keys
+from nbopt.tuning.gp._model import Embedding, GaussianProcess, fit
+from nbopt.tuning.gp._space import SpaceTable, row_keys
 
 # A finite space of at most this many configurations is scored exhaustively.
 GRID_LIMIT = 1024
@@ -48,7 +48,7 @@ def initial_trials(labels: int, max_evals: int | None) -> int:
     return n
 
 
-class AutoSearch:
+class GaussianProcessSearch:
     """Hyperopt's ``suggest`` for one search, with what it keeps between trials."""
 
     def __init__(self, context: SearchContext) -> None:
