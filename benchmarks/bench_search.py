@@ -205,7 +205,7 @@ def report(results: dict, raw: list[dict[str, Any]], problems: list[str], algos:
 
 def suggestion_times(trials: int) -> None:
     """Seconds between one trial's end and the next one's start, inside nbopt.tune."""
-    from nbopt.ui.events import TrialFinished, TrialStarted
+    from nbopt.tuning.events import TrialFinished, TrialStarted
 
     print(f"\n### time between trials (suggestion + bookkeeping), {trials} trials, ms\n")
     print("| problem | algo | mean | last 50 trials | max |")

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from nbopt._numbers import as_number
 from nbopt.compress._inputs import call, device_of
-from nbopt.compress._result import Measurement
+from nbopt.compress._result import ModelMeasurement
 from nbopt.errors import ConfigError
-from nbopt.tuning._objective import as_number
 
 # Integer weights that quantized models keep as buffers (PT2E's folded int8 weights).
 _LOW_BIT_DTYPES = {torch.int8, torch.uint8, torch.qint8, torch.quint8, torch.quint4x2}
@@ -35,7 +35,7 @@ def measure(
     *,
     metric: float | None = None,
     latency: bool = True,
-) -> Measurement:
+) -> ModelMeasurement:
     """Weights, non-zeros, size and, with an ``example``, MACs and latency."""
     params, nonzero = count_weights(model)
     macs = latency_s = None
@@ -43,7 +43,7 @@ def measure(
         macs = count_macs(model, example)
         if latency:
             latency_s = measure_latency([model], example)[0]
-    return Measurement(params, nonzero, serialized_size(model), macs, latency_s, metric)
+    return ModelMeasurement(params, nonzero, serialized_size(model), macs, latency_s, metric)
 
 
 def weights(model: nn.Module) -> Iterator[torch.Tensor]:
@@ -215,11 +215,11 @@ def measure_latency(
 
 
 def read_metric(value: Any) -> float:
-    """The number ``eval=`` returned; ConfigError for anything else."""
+    """The number ``evaluate`` returned; ConfigError for anything else."""
     number = as_number(value)
     if number is None:
         raise ConfigError(
-            f"eval= must return a number (the metric), got {type(value).__name__}: "
+            f"evaluate= must return a number (the metric), got {type(value).__name__}: "
             f"{_short_repr(value)}"
         )
     return number

@@ -16,21 +16,15 @@ from typing import Any
 
 from nbopt._context import reporting_to
 from nbopt.errors import ConfigError, TrialStopped, TuneError, user_traceback
+from nbopt.events import EventBus, RunFinished, RunStarted, StepReported
 from nbopt.tuning._algorithms import Algorithm, get_algorithm
 from nbopt.tuning._objective import read_metric
 from nbopt.tuning._proposer import Proposal, Proposer
 from nbopt.tuning._result import TuneResult
 from nbopt.tuning._stopping import StopSettings
 from nbopt.tuning._study import StudyFile, StudyHeader
-from nbopt.tuning._trial import FAILED, INTERRUPTED, OK, STOPPED, Trial
-from nbopt.ui.events import (
-    EventBus,
-    RunFinished,
-    RunStarted,
-    StepReported,
-    TrialFinished,
-    TrialStarted,
-)
+from nbopt.tuning._trial import Trial, TrialState
+from nbopt.tuning.events import TrialFinished, TrialStarted
 
 DEFAULT_MAX_EVALS = 20
 
@@ -124,7 +118,7 @@ class Search:
                 mode=self.mode,
                 name=self.name,
                 columns=("trial", self.header.metric, "best", "params", "time"),
-                config={"algo": self.algo, "backend": backend, "stop": self.stop.rule},
+                config={"algo": self.algo, "backend": backend, "stop": self.stop.name},
             )
         )
 
@@ -153,9 +147,9 @@ class Search:
         self.status = status
         seconds = time.perf_counter() - self._started
         result = self.result
-        self.bus.emit(RunFinished("tune", status, _summary(self, seconds), self.best, result))
+        self.bus.emit(RunFinished("tune", status, _summary(self, seconds), result))
         if status == "done" and not any(trial.usable for trial in self.trials):
-            failed = [trial for trial in self.trials if trial.status == FAILED]
+            failed = [trial for trial in self.trials if trial.status == TrialState.FAILED]
             if failed:
                 raise TuneError(
                     f"all {len(failed)} trials failed; the first one raised:\n{failed[0].traceback}"
@@ -170,7 +164,7 @@ class Search:
         self.trials.append(trial)
         if trial.finished:
             self.n_finished += 1
-            self._n_failed += trial.status == FAILED
+            self._n_failed += trial.status == TrialState.FAILED
         if trial.usable and (
             self.best is None or self._signed(trial.value) < self._signed(self.best.value)
         ):
@@ -241,15 +235,15 @@ class Search:
                 raw = call(proposal.params)
             trial.value, extras = read_metric(raw, self.metric)
             trial.metrics.update(extras)
-            trial.status = OK
+            trial.status = TrialState.OK
         except TrialStopped as stop:
-            trial.status, trial.value = STOPPED, stop.value
+            trial.status, trial.value = TrialState.STOPPED, stop.value
         except KeyboardInterrupt:
-            trial.status = INTERRUPTED
+            trial.status = TrialState.INTERRUPTED
             self._end_trial(trial, proposal, clock)
             raise
         except Exception as exc:
-            trial.status = FAILED
+            trial.status = TrialState.FAILED
             trial.error = f"{type(exc).__name__}: {exc}"
             trial.traceback = user_traceback(exc)
         self._end_trial(trial, proposal, clock)

@@ -125,5 +125,5 @@ def test_metric_accepts_numbers_and_scalar_tensors(value: object, expected: floa
 
 @pytest.mark.parametrize("value", ["0.9", None, True, torch.ones(3), {"acc": 0.9}])
 def test_metric_rejects_what_is_not_a_number(value: object) -> None:
-    with pytest.raises(ConfigError, match="eval= must return a number"):
+    with pytest.raises(ConfigError, match="evaluate= must return a number"):
         read_metric(value)

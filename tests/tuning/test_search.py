@@ -11,7 +11,8 @@ import pytest
 
 import nbopt
 from nbopt import ConfigError, TrialStopped, TuneError, choice, quniform, randint, uniform
-from nbopt.ui.events import RunFinished, RunStarted, StepReported, TrialFinished, TrialStarted
+from nbopt.events import RunFinished, RunStarted, StepReported
+from nbopt.tuning.events import TrialFinished, TrialStarted
 
 ALGOS = ["auto", "tpe", "rand", "anneal", "atpe", "grid"]
 SAMPLING_ALGOS = ["auto", "tpe", "rand", "anneal", "atpe"]
@@ -118,7 +119,7 @@ def test_bad_arguments_are_config_errors(options: dict, fragment: str) -> None:
 def test_unknown_algo_lists_every_registered_algorithm() -> None:
     """An unknown algo names itself, the closest name, and every algorithm offered to users;
     another engine's own search (optimize_auto's) is an object, never a registered name."""
-    import nbopt.compress._auto_search as plan_search
+    import nbopt.compress.auto._search as plan_search
     from nbopt.tuning import ALGORITHMS
 
     assert set(ALGOS) <= set(ALGORITHMS)

@@ -1,31 +1,19 @@
-"""Matplotlib renderings of result objects. The numbers come from pure analysis functions.
-
-Each function returns a figure that pyplot no longer tracks: a notebook shows it once, when
-the cell returns it, and a script can ``savefig`` it.
-"""
+"""The matplotlib rendering of a :class:`~nbopt.TuneResult`: its history and what mattered."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from nbopt.tuning import TrialState
+from nbopt.tuning.analysis import history, importance
+from nbopt.ui.plots import new_figure
+
 if TYPE_CHECKING:
     from nbopt.tuning import TuneResult
 
 
-def new_figure(**kwargs: Any) -> Any:
-    """A pyplot figure, closed at once: pyplot's import sets up notebook display, and closing
-    keeps the inline backend from showing it a second time at the end of the cell."""
-    import matplotlib.pyplot as plt
-
-    figure = plt.figure(**kwargs)
-    plt.close(figure)
-    return figure
-
-
 def plot_tune_result(result: TuneResult) -> Any:
     """Optimisation history (each trial and the best so far) and parameter importance."""
-    from nbopt.tuning._analysis import history, importance
-
     points = history(result.trials, result.mode)
     ranked = importance(result.trials)
     figure = new_figure(figsize=(11, 3.8), layout="constrained")
@@ -44,7 +32,7 @@ def plot_tune_result(result: TuneResult) -> Any:
             label="best so far",
         )
         left.legend(loc="best")
-    failed = [t.number for t in result.trials if t.status == "failed"]
+    failed = [t.number for t in result.trials if t.status == TrialState.FAILED]
     for number in failed:
         left.axvline(number, color="0.85", lw=0.8, zorder=0)
     left.set_xlabel("trial")
