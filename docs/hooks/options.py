@@ -11,36 +11,17 @@ import importlib
 import inspect
 import re
 import textwrap
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from mkdocs.exceptions import PluginError
 
-
-@dataclass(frozen=True)
-class Table:
-    """Where a magic's options are: the ``"module:attribute"`` of its ``Schema``, and the
-    options its table leaves out: names, or the ``"module:attribute"`` of a list of names."""
-
-    schema: str
-    leave_out: tuple[str, ...] = ()
-
-
-# The one place that knows where the magics live. %%optimize and %%optimize auto share one
-# schema today: each table leaves out what the other form alone reads (auto refuses inplace=,
-# and chooses prune=, prune_mode=, lowrank= and quant= itself).
+# The one place that knows where the magics live: each magic's module in nbopt/magics/.
 OPTIONS = {
-    "tune": Table("nbopt.tuning._magic:SCHEMA"),
-    "optimize": Table(
-        "nbopt.compress._magic:SCHEMA", leave_out=("nbopt.compress._magic:_AUTO_ONLY", "auto")
-    ),
-    "optimize auto": Table(
-        "nbopt.compress._magic:SCHEMA",
-        leave_out=("nbopt.compress._magic:_CHOSEN_BY_AUTO", "auto", "inplace", "batch"),
-    ),
-    "batchsize": Table("nbopt.batching._magic:SCHEMA"),
-    "accelerate": Table("nbopt.launching._magic:SCHEMA"),
+    "tune": "nbopt.magics.tune:SCHEMA",
+    "optimize": "nbopt.magics.optimize:SCHEMA",
+    "optimize auto": "nbopt.magics.optimize_auto:SCHEMA",
+    "batchsize": "nbopt.magics.batchsize:SCHEMA",
+    "accelerate": "nbopt.magics.accelerate:SCHEMA",
 }
 # ``%NAME?`` prints the docstring of this class's method NAME.
 MAGICS_CLASS = "nbopt.magics:NbOptMagics"
@@ -60,19 +41,6 @@ def resolve(reference: str) -> Any:
         ) from exc
 
 
-def _left_out(table: Table, known: Iterable[str]) -> set[str]:
-    names: set[str] = set()
-    for entry in table.leave_out:
-        names.update(resolve(entry) if ":" in entry else [entry])
-    unknown = names - set(known)
-    if unknown:
-        raise PluginError(
-            f"options hook: {table.schema} has no option {', '.join(sorted(unknown))}; "
-            "update the table at the top of docs/hooks/options.py"
-        )
-    return names
-
-
 def _cell(text: str) -> str:
     """Text safe inside a Markdown table cell."""
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -80,15 +48,12 @@ def _cell(text: str) -> str:
 
 def options_table(name: str) -> str:
     """The Markdown table of a magic's options: name, type, default and meaning."""
-    table = OPTIONS.get(name)
-    if table is None:
+    reference = OPTIONS.get(name)
+    if reference is None:
         raise PluginError(f"options hook: no magic {name!r}; known: {', '.join(OPTIONS)}")
-    schema = resolve(table.schema)
-    hidden = _left_out(table, schema.options)
+    schema = resolve(reference)
     rows = ["| option | type | default | meaning |", "| --- | --- | --- | --- |"]
     for option in schema.options.values():
-        if option.name in hidden:
-            continue
         default = "" if option.default is None else f"`{option.default}`"
         meaning = option.help
         if option.flag:

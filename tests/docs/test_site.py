@@ -35,22 +35,20 @@ def _table_options(table):
     return re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)
 
 
-@pytest.mark.parametrize("magic", ["tune", "batchsize", "accelerate"])
+@pytest.mark.parametrize("magic", ["tune", "optimize", "optimize auto", "batchsize", "accelerate"])
 def test_table_lists_every_option_of_the_schema_in_order(hook, magic):
-    schema = hook.resolve(hook.OPTIONS[magic].schema)
+    schema = hook.resolve(hook.OPTIONS[magic])
     assert _table_options(hook.options_table(magic)) == list(schema.options)
 
 
-def test_optimize_tables_split_the_shared_schema(hook):
-    from nbopt.compress import _magic
+def test_each_optimize_form_has_the_table_of_its_own_schema(hook):
+    from nbopt.magics import optimize, optimize_auto
 
     plain = set(_table_options(hook.options_table("optimize")))
     auto = set(_table_options(hook.options_table("optimize auto")))
-    assert plain.isdisjoint(_magic._AUTO_ONLY)
-    assert set(_magic._AUTO_ONLY) <= auto
-    assert auto.isdisjoint({*_magic._CHOSEN_BY_AUTO, "inplace", "auto"})
+    assert plain == set(optimize.SCHEMA.options) and auto == set(optimize_auto.SCHEMA.options)
+    assert "tolerable_loss" in auto - plain and "inplace" in plain - auto
     assert {"eval", "example", "finetune", "calib", "prune_ignore", "out"} <= plain & auto
-    assert plain | auto | {"auto"} == set(_magic.SCHEMA.options)
 
 
 def test_table_rows_show_type_default_and_meaning(hook):
@@ -70,13 +68,9 @@ def test_help_is_what_the_magic_prints(hook):
 def test_unknown_magic_or_option_fails_the_build(hook, monkeypatch):
     with pytest.raises(PluginError, match="no magic 'tuned'"):
         hook.options_table("tuned")
-    monkeypatch.setitem(
-        hook.OPTIONS, "tune", hook.Table("nbopt.tuning._magic:SCHEMA", leave_out=("nope",))
-    )
-    with pytest.raises(PluginError, match="has no option nope"):
+    monkeypatch.setitem(hook.OPTIONS, "tune", "nbopt.magics.tune:MISSING")
+    with pytest.raises(PluginError, match=r"cannot find nbopt\.magics\.tune:MISSING"):
         hook.options_table("tune")
-    with pytest.raises(PluginError, match=r"cannot find nbopt\.tuning\._magic:MISSING"):
-        hook.resolve("nbopt.tuning._magic:MISSING")
 
 
 def test_markers_are_replaced_and_other_text_kept(hook):
