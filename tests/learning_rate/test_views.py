@@ -145,3 +145,31 @@ def test_plot_shows_curve_band_and_suggestions() -> None:
         "2 sweeps, lowest to highest",
         "suggestion per sweep",
     }
+
+
+def test_the_curve_follows_the_longest_sweep_when_the_first_stopped_early() -> None:
+    result = _result()
+    short, long = result.sweeps[1], result.sweeps[0]
+    shorter = LRSweep(0, short.learning_rates[:5], short.losses[:5], "diverged", 0.1, None)
+    third = LRSweep(2, long.learning_rates, long.losses, "all 20 steps", 0.1, 0.003)
+    result = _result(sweeps=[shorter, long, third])
+    curve = result.curve()
+    assert len(curve.learning_rates) == 20 and curve.loss == pytest.approx(long.losses)
+
+
+def test_every_rule_reads_the_median_curve_when_the_first_sweep_stopped_early() -> None:
+    from nbopt.learning_rate._sweep import summarise
+
+    rates = tuple(np.logspace(-5, 0, 40))
+    dip = tuple(2 - np.exp(-(((np.log10(rates) + 2) / 0.7) ** 2)))
+    sweeps = [
+        LRSweep(0, rates[:12], dip[:12], "diverged", 0.1, None),
+        LRSweep(1, rates, dip, "all 40 steps", 0.1, None),
+        LRSweep(2, rates, dip, "all 40 steps", 0.1, None),
+    ]
+    result = summarise(
+        sweeps, rule="minimum_centered", optimizer="Adam", batch_size=8, start=1e-5, end=1.0,
+        steps=40,
+    )  # fmt: skip
+    assert result.suggestion == pytest.approx(1e-3, rel=0.5)  # a tenth of the dip at 1e-2
+    assert all(rate is not None for rate in result.suggestions.values())
