@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from nbopt.magics.option_types import Bool, Enum, Float, Identifier, Int, Name, OneOf, Size
+from nbopt.magics.option_types import (
+    _IDENTIFIER,
+    Bool,
+    Enum,
+    Float,
+    Identifier,
+    Int,
+    Name,
+    OptionType,
+    Size,
+    unquote,
+)
 from nbopt.magics.options import Option, Schema
 from nbopt.magics.runner import MagicCall, callable_check, common_options, module_check
 
@@ -34,6 +46,20 @@ def _rate_check(value: Any) -> str | None:
     if hasattr(value, "suggestion") and hasattr(value, "batch_size"):
         return None
     return f"is a {type(value).__name__}, not a learning rate nor an LRFindResult"
+
+
+class LearningRate(OptionType):
+    """A positive number (``lr=0.1``), or a variable holding one or an ``LRFindResult``."""
+
+    description = "number > 0, or the name of one or of an LRFindResult"
+
+    def parse(self, raw: str, namespace: Mapping[str, Any]) -> Any:
+        try:
+            return Float(0, exclusive=True).parse(raw, namespace)
+        except ValueError:
+            if not _IDENTIFIER.match(unquote(raw)):
+                raise
+        return Name(check=_rate_check).parse(raw, namespace)
 
 
 SCHEMA = Schema(
@@ -74,7 +100,7 @@ SCHEMA = Schema(
         ),
         Option(
             "lr",
-            OneOf(Float(0, exclusive=True), Name("number or LRFindResult", _rate_check)),
+            LearningRate(),
             None,
             "mode=efficient: a learning rate at lr_batch=, or an LRFindResult, to scale",
         ),

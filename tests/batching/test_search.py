@@ -315,3 +315,81 @@ def _keep(events: list[RunFinished]):
             events.append(event)
 
     return keep
+
+
+class FlatAbove64(torch.nn.Module):
+    """Samples per second rise until 64 samples, then stay exactly flat (a plateau): 6 ms
+    plus 0.15 ms a sample up to 64, and 15.6 ms per 64 samples above. It sleeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[0]
+        time.sleep(0.006 + 0.00015 * size if size <= 64 else 0.0156 * size / 64)
+        return self.linear(x)
+
+
+def test_a_plateau_ends_the_doubling_instead_of_the_largest_size() -> None:
+    result = find_batch_size(FlatAbove64(), torch.randn(8, 4), max_batch_size=4096, **QUIET)
+    tried = [m.batch_size for m in result.measurements]
+    table = result.to_dataframe().to_string()
+    assert max(tried) <= 512, table  # not all the way to 4096
+    assert "beyond the noise" in result.stop_reason, table
+    assert result.best_batch_size >= 48 and result.batch_size >= 32, table
+
+
+class BurstOnFirstVisit(torch.nn.Module):
+    """A 4 ms step, except the first 10 steps at ``slow`` samples, which take 10 times as long:
+    a burst of load from another process while that batch size was measured."""
+
+    def __init__(self, slow: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        self.slow = slow
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        burst = x.shape[0] == self.slow and self.calls < 10
+        self.calls += x.shape[0] == self.slow
+        time.sleep(0.04 if burst else 0.004 * (1 + x.shape[0] / 64))
+        return self.linear(x)
+
+
+def test_a_burst_of_load_is_measured_again_and_reported(make_mlp) -> None:
+    from nbopt.batching.events import BatchSizeWarning
+
+    events: list[Event] = []
+    result = find_batch_size(
+        BurstOnFirstVisit(slow=16), torch.randn(8, 4), start=8, max_batch_size=64,
+        callbacks=[events.append], **QUIET,
+    )  # fmt: skip
+    sixteen = [m for m in result.measurements if m.batch_size == 16]
+    assert [m.phase for m in sixteen] == ["doubling", "repeat"]
+    # The repeat is kept: the speed of 16 is that of a 5 ms step, not of a 40 ms one.
+    assert result.throughput(16) > 3 * sixteen[0].samples_per_second
+    warnings = [e.message for e in events if isinstance(e, BatchSizeWarning)]
+    assert warnings == result.warnings  # and the real load may add one of its own
+    assert warnings[0].startswith("the machine was too noisy to decide: batch 16 ran at")
+
+
+class Staggered(torch.nn.Module):
+    """Each step 2 ms longer than the one before, in cycles of seven: no two steps alike, so
+    the fastest step of a measurement is a third or more faster than any other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        time.sleep(0.002 * (1 + self.calls % 7))
+        return self.linear(x)
+
+
+def test_speeds_that_move_more_than_the_tolerance_are_reported() -> None:
+    result = find_batch_size(Staggered(), torch.randn(8, 4), max_batch_size=8, **QUIET)
+    assert all(m.noise > 0.3 for m in result.measurements if m.ok)
+    assert any("moved by" in warning for warning in result.warnings), result.warnings
