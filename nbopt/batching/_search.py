@@ -60,10 +60,14 @@ from nbopt.units import format_bytes
 # primitives, cuDNN plans and (training) the optimizer state. Peak memory is read over these.
 _WARMUP_STEPS = 2
 # Timed steps per batch size: at least _MIN_REPEATS, and more (up to _MAX_REPEATS) until they
-# add up to _MIN_SECONDS, so that fast steps are not judged on a few noisy samples.
+# add up to _MIN_SECONDS, so that fast steps are not judged on a few noisy samples; and more
+# while the two fastest steps differ by over _SETTLED, for up to _NOISY_SECONDS: on a loaded
+# machine, where a step is often descheduled, the fastest of five can still be a slowed one.
 _MIN_REPEATS = 5
 _MAX_REPEATS = 200
 _MIN_SECONDS = 0.05
+_SETTLED = 0.05
+_NOISY_SECONDS = 0.5
 # mode="max" only needs to know that a step runs; two timed steps give a rough speed.
 _MAX_MODE_REPEATS = 2
 # A speed whose measured noise is more than this share beyond the tolerance of the choice
@@ -256,12 +260,22 @@ class BatchSizeSearch:
         else:
             least, most, seconds = _MIN_REPEATS, _MAX_REPEATS, _MIN_SECONDS
         times: list[float] = []
-        while len(times) < least or (sum(times) < seconds and len(times) < most):
+        while len(times) < least or (
+            len(times) < most and (sum(times) < seconds or self._unsettled(times))
+        ):
             began = time.perf_counter()
             self.workload.step(inputs, target)
             self._synchronize()
             times.append(time.perf_counter() - began)
         return peak, times
+
+    def _unsettled(self, times: list[float]) -> bool:
+        """Whether to time more steps: the fastest two still disagree by more than
+        ``_SETTLED``, and the steps have not yet taken ``_NOISY_SECONDS``."""
+        if self.mode == "max" or sum(times) >= _NOISY_SECONDS or len(times) < 2:
+            return False
+        fastest, second = sorted(times)[:2]
+        return second - fastest > _SETTLED * fastest
 
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
