@@ -374,22 +374,23 @@ def test_a_burst_of_load_is_measured_again_and_reported(make_mlp) -> None:
     assert warnings[0].startswith("the machine was too noisy to decide: batch 16 ran at")
 
 
-class Staggered(torch.nn.Module):
-    """Each step 2 ms longer than the one before, in cycles of seven: no two steps alike, so
-    the fastest step of a measurement is a third or more faster than any other."""
+class OneFastStep(torch.nn.Module):
+    """At each batch size, the first timed step (after two warm-up steps) takes 2 ms and every
+    other one 6 ms: the fastest step is never seen again, however long the search times."""
 
     def __init__(self) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(4, 2)
-        self.calls = 0
+        self.calls: dict[int, int] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        time.sleep(0.002 * (1 + self.calls % 7))
+        calls = self.calls.get(x.shape[0], 0)
+        self.calls[x.shape[0]] = calls + 1
+        time.sleep(0.002 if calls == 2 else 0.006)
         return self.linear(x)
 
 
 def test_speeds_that_move_more_than_the_tolerance_are_reported() -> None:
-    result = find_batch_size(Staggered(), torch.randn(8, 4), max_batch_size=8, **QUIET)
-    assert all(m.noise > 0.3 for m in result.measurements if m.ok)
+    result = find_batch_size(OneFastStep(), torch.randn(8, 4), max_batch_size=8, **QUIET)
+    assert all(m.noise > 0.5 for m in result.measurements if m.ok)
     assert any("moved by" in warning for warning in result.warnings), result.warnings
