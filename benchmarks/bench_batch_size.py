@@ -16,16 +16,20 @@ sweep's fastest.
 
 **Time to accuracy** (``--part time``). On scikit-learn's digits, an MLP (64-512-512-10) and
 a CNN (two 3x3 convolutions) train with SGD (momentum 0.9) until the validation accuracy
-reaches ``--target``; the time is the training steps' wall time (evaluations excluded; every
-64 samples or every step). The base learning rate is ``find_lr``'s suggestion at batch 32.
-For each seed, ``find_batch_size(mode="efficient", lr=<that result>)`` gives the efficient
-batch, its noise scale and the rule that scales the rate to any batch; then every batch of a
-sweep (8 .. 1024 and the whole training set) trains at that rule's rate and at half and twice
-it, and so do the efficient batch, the batch ``mode="throughput"`` chooses (most samples per
-second) and the largest batch that fits (``mode="max"``: here the whole set). Printed: the
-median time over the seeds (and its range) of each, and the efficient batch's time over the
-best of the sweep (goal: at most 1.10, with the efficient batch at its rule's rate only,
-the sweep at the best of its three rates).
+reaches ``--target`` (checked every 64 samples, or every step). The time to the target is the
+training steps it took, which do not depend on the machine's load (the runs are seeded), times
+the seconds of one step at that batch size, measured side by side for all sizes (the fastest
+of 20 steps, median of ``--rounds`` rounds): single training runs on this shared two-core
+machine varied up to fivefold between identical runs. The base learning rate is ``find_lr``'s
+suggestion at batch 32. For each seed, ``find_batch_size(mode="efficient", lr=<that result>)``
+gives the efficient batch, its noise scale and the rule that scales the rate to any batch;
+then every batch of a sweep (8 .. 1024 and the whole training set) trains at that rule's rate
+and at half and twice it, and so do the efficient batch, the batch ``mode="throughput"``
+chooses (most samples per second) and the largest batch that fits (``mode="max"``: here the
+whole set). Printed: the median time over the seeds (and its range) of each, and each chosen
+batch's time over the best of the sweep, all at the rule's rate, and each at the best of the
+three rates (goal: the efficient batch reaches the target first of the three, or within 10% of
+the best of the sweep).
 
 Torch runs one thread by default (``--threads``): on a shared two-core machine, OpenMP's two
 threads wait on each other whenever another process takes a core, which made the same step up
@@ -231,7 +235,7 @@ def sgd(rate: float) -> Callable[[list[torch.nn.Parameter]], torch.optim.Optimiz
     return make
 
 
-def time_to_target(
+def steps_to_target(
     build: Callable[[], torch.nn.Module],
     batch: int,
     rate: float,
@@ -239,22 +243,21 @@ def time_to_target(
     target: float,
     max_epochs: int,
 ) -> float:
-    """Seconds of training steps until the validation accuracy reaches ``target`` (inf if it
-    does not within ``max_epochs`` or the loss is no longer finite)."""
+    """Training steps until the validation accuracy reaches ``target``, checked every 64
+    samples (or every step); inf if it does not within ``max_epochs`` or the loss is no longer
+    finite. Deterministic for a seed: it does not depend on the machine's load."""
     torch.manual_seed(seed)
     model = build()
     optimizer = sgd(rate)(list(model.parameters()))
     generator = torch.Generator().manual_seed(seed)
     every = max(1, 64 // batch)
-    spent, step = 0.0, 0
+    step = 0
     for _ in range(max_epochs):
         for rows in torch.randperm(len(X_TRAIN), generator=generator).split(batch):
-            began = time.perf_counter()
             optimizer.zero_grad()
             loss = torch.nn.functional.cross_entropy(model(X_TRAIN[rows]), Y_TRAIN[rows])
             loss.backward()
             optimizer.step()
-            spent += time.perf_counter() - began
             step += 1
             if not torch.isfinite(loss):
                 return math.inf
@@ -262,8 +265,34 @@ def time_to_target(
                 with torch.no_grad():
                     accuracy = (model(X_VAL).argmax(1) == Y_VAL).float().mean().item()
                 if accuracy >= target:
-                    return spent
+                    return step
     return math.inf
+
+
+def step_seconds(
+    build: Callable[[], torch.nn.Module], sizes: set[int], rounds: int
+) -> dict[int, float]:
+    """Seconds of one SGD training step at each batch size: the fastest of 20 steps after 3
+    of warm-up, in ``rounds`` rounds that take the sizes in turn (so that the machine's load
+    hits them alike), and the median over the rounds."""
+    torch.manual_seed(0)
+    model = build()
+    optimizer = sgd(0.01)(list(model.parameters()))
+    found: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(rounds):
+        for size in sorted(sizes):
+            rows = torch.arange(size) % len(X_TRAIN)
+            x, y = X_TRAIN[rows], Y_TRAIN[rows]
+            times = []
+            for repeat in range(23):
+                began = time.perf_counter()
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                optimizer.step()
+                if repeat >= 3:
+                    times.append(time.perf_counter() - began)
+            found[size].append(min(times))
+    return {size: statistics.median(values) for size, values in found.items()}
 
 
 def time_part(args: argparse.Namespace) -> None:
@@ -278,7 +307,7 @@ def time_part(args: argparse.Namespace) -> None:
             progress="none", logdir=None,
         )  # fmt: skip
         print(f"\n{name}: base learning rate {base.suggestion:.3g} at batch {BASE_BATCH} (find_lr)")
-        times: dict[tuple[str, int], list[float]] = {}
+        steps: dict[tuple[str, int, float], list[tuple[int, float]]] = {}
         chosen: dict[str, list[int]] = {"efficient": [], "throughput": [], "max": []}
         for seed in range(args.seeds):
             torch.manual_seed(seed)
@@ -301,59 +330,57 @@ def time_part(args: argparse.Namespace) -> None:
             for key, size in picks.items():
                 chosen[key].append(size)
             print(
-                f"  seed {seed}: B_noise {noise:.0f} [{efficient.noise_scale.low:.0f}, "
-                f"{efficient.noise_scale.high:.0f}]; efficient {picks['efficient']} "
-                f"(lr {efficient.learning_rate:.3g}), throughput {picks['throughput']}, max "
-                f"{picks['max']}",
+                f"  seed {seed}: B_noise {efficient.noise_scale.text()}; efficient "
+                f"{picks['efficient']} (lr {efficient.learning_rate:.3g}), throughput "
+                f"{picks['throughput']}, max {picks['max']}; warnings: "
+                f"{len(efficient.warnings)}, {len(fastest.warnings)}",
                 flush=True,
             )
-            runs = [
-                (f"sweep x{factor:g}", size, factor)
-                for size in sweep_sizes
-                for factor in LR_FACTORS
-            ]
-            runs += [(key, size, 1.0) for key, size in picks.items()]
-            for label, size, factor in runs:
-                rate = factor * scaled_learning_rate(base.suggestion, BASE_BATCH, size, noise)
-                seconds = time_to_target(build, size, rate, seed, args.target, args.max_epochs)
-                times.setdefault((label, size if label.startswith("sweep") else 0), []).append(
-                    seconds
-                )
+            runs = [("sweep", size) for size in sweep_sizes] + list(picks.items())
+            for label, size in runs:
+                for factor in LR_FACTORS:
+                    rate = factor * scaled_learning_rate(base.suggestion, BASE_BATCH, size, noise)
+                    needed = steps_to_target(build, size, rate, seed, args.target, args.max_epochs)
+                    key = (label, size if label == "sweep" else 0, factor)
+                    steps.setdefault(key, []).append((size, needed))
+        sizes = {size for values in steps.values() for size, _ in values}
+        seconds = step_seconds(build, sizes, args.rounds)
+        times = {
+            key: [needed * seconds[size] for size, needed in values]
+            for key, values in steps.items()
+        }
         _report_times(name, times, chosen, sweep_sizes, time.perf_counter() - began)
 
 
 def _report_times(
     name: str,
-    times: dict[tuple[str, int], list[float]],
+    times: dict[tuple[str, int, float], list[float]],
     chosen: dict[str, list[int]],
     sweep_sizes: list[int],
     seconds: float,
 ) -> None:
+    """The table of one model, and the goal at the rule's rate and at the best of three."""
     medians = {key: statistics.median(values) for key, values in times.items()}
     print(f"{name}: median seconds to the target over the seeds [range] ({seconds:.0f} s)")
-    best_key = min((key for key in medians if key[0].startswith("sweep")), key=medians.get)
     for size in sweep_sizes:
-        cells = []
-        for factor in LR_FACTORS:
-            key = (f"sweep x{factor:g}", size)
-            cells.append(f"x{factor:g}: {_spread(times[key], 3)}")
+        cells = [f"x{f:g}: {_spread(times[('sweep', size, f)], 3)}" for f in LR_FACTORS]
         print(f"  sweep {size:>5}  " + "  ".join(cells))
-    best = medians[best_key]
-    print(
-        f"  best of the sweep: batch {best_key[1]} at {best_key[0][6:]} the rule's rate, "
-        f"{best:.3f} s"
-    )
     for key in ("efficient", "throughput", "max"):
-        values = times[(key, 0)]
+        cells = [f"x{f:g}: {_spread(times[(key, 0, f)], 3)}" for f in LR_FACTORS]
+        print(f"  {key:<10} batches {chosen[key]}  " + "  ".join(cells))
+    for label, factors in (("the rule's rate", (1.0,)), ("the best of three rates", LR_FACTORS)):
+        sweep = {k: v for k, v in medians.items() if k[0] == "sweep" and k[2] in factors}
+        best_key = min(sweep, key=sweep.get)
+        best = sweep[best_key]
+        own = {key: min(medians[(key, 0, f)] for f in factors) for key in chosen}
+        ratios = ", ".join(f"{key} {value / best:.2f}x" for key, value in own.items())
+        ratio = own["efficient"] / best
+        first = "first of the three" if own["efficient"] <= min(own.values()) else "not first"
         print(
-            f"  {key:<10} batches {chosen[key]}: {_spread(values, 3)} s, "
-            f"{statistics.median(values) / best:.2f}x the best of the sweep"
+            f"  at {label}: best of the sweep {best:.3f} s (batch {best_key[1]}, "
+            f"x{best_key[2]:g}); {ratios}; efficient {first}; goal (within 10% of the best "
+            f"of the sweep): {'yes' if ratio <= 1.10 else 'NO'}"
         )
-    ratio = medians[("efficient", 0)] / best
-    print(
-        f"  goal: efficient within 10% of the best: {'yes' if ratio <= 1.10 else 'NO'} "
-        f"({ratio:.2f})"
-    )
 
 
 def main() -> None:

@@ -80,3 +80,19 @@ def test_bad_input_is_one_usage_error_line_and_changes_nothing(
     assert "\n" not in str(info.value)
     assert "_nbopt" not in shell.user_ns
     cell(shell, UNCHANGED)
+
+
+def test_every_option_sets_a_parameter_of_find_lr_with_its_default() -> None:
+    import inspect
+
+    from nbopt.learning_rate import find_lr
+    from nbopt.magics import lr_find
+
+    parameters = inspect.signature(find_lr).parameters
+    for option in lr_find.SCHEMA.options.values():
+        if option.parameter is None:
+            continue
+        assert option.parameter in parameters, option.name
+        default = parameters[option.parameter].default
+        if default is not inspect.Parameter.empty:
+            assert option.default == default, option.name
