@@ -350,6 +350,17 @@ def time_part(args: argparse.Namespace) -> None:
             for key, values in steps.items()
         }
         _report_times(name, times, chosen, sweep_sizes, time.perf_counter() - began)
+        counts = {
+            size: statistics.median(n for _, n in steps[("sweep", size, 1.0)])
+            for size in sweep_sizes
+        }
+        print(
+            "  steps to the target at the rule's rate (median): "
+            + ", ".join(f"{size}: {count:g}" for size, count in counts.items())
+        )
+        print(
+            "  step seconds: " + ", ".join(f"{size}: {seconds[size]:.2e}" for size in sweep_sizes)
+        )
 
 
 def _report_times(
