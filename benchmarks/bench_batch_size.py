@@ -7,12 +7,13 @@ sizes from 2 to 4096) once, with the search's own engine and measurement (the en
 is swapped for a loop over the grid), and takes the fastest. The search is one
 ``find_batch_size(mode="throughput")`` call. Sweep and search alternate for ``--rounds``
 rounds, so that the machine's load hits both alike. Then the sweep's fastest batch and the
-search's two answers are measured again in turn, ``--remeasure`` times each, and their median
+search's two answers are measured again in turn, ``--remeasure`` times each, and their fastest
 speeds compared: comparing each side's own first measurement would reward whichever was
-luckier. Printed per round (goal: throughput ratio at least 0.95, time ratio at most 1/3):
-the search's wall time over the sweep's, and the throughput of ``best_batch_size`` (the
-fastest the search found) and of ``batch_size`` (the smallest within 5% of it) over the
-sweep's fastest.
+luckier, and load from other processes only slows a measurement down (on a loaded machine the
+median of five rounds still moved threefold). Printed per round (goal: throughput ratio at
+least 0.95, time ratio at most 1/3): the search's wall time over the sweep's, and the
+throughput of ``best_batch_size`` (the fastest the search found) and of ``batch_size`` (the
+smallest within 5% of it) over the sweep's fastest.
 
 **Time to accuracy** (``--part time``). On scikit-learn's digits, an MLP (64-512-512-10) and
 a CNN (two 3x3 convolutions) train with SGD (momentum 0.9) until the validation accuracy
@@ -151,12 +152,12 @@ def search(
 def remeasure(
     model: torch.nn.Module, example: torch.Tensor, sizes: set[int], times: int
 ) -> dict[int, float]:
-    """Median samples/s of each size, measured in turn ``times`` times."""
+    """The fastest samples/s of each size, measured in turn ``times`` times."""
     rates: dict[int, list[float]] = {size: [] for size in sizes}
     for _ in range(times):
         for size in sorted(sizes):
             rates[size].append(measure(model, example, size))
-    return {size: statistics.median(values) for size, values in rates.items()}
+    return {size: max(values) for size, values in rates.items()}
 
 
 def throughput_part(args: argparse.Namespace) -> None:
