@@ -167,9 +167,10 @@ def prune_groups(model: nn.Module, example: Any, ignore: tuple[str, ...] = ()) -
     its layers whose outputs lose channels, the one with the most weights first.
 
     Naming any one layer of a group in ``prune_ignore=`` leaves the whole group unpruned
-    (Torch-Pruning skips a group that holds an ignored layer). Groups whose pruning would
-    change an output's shape, attention projections (pruned by whole heads) and the groups of
-    the layers in ``ignore`` are not listed.
+    (Torch-Pruning skips a group in which an ignored layer would lose outputs). The heads of
+    each attention module are a group, named by its query, key and value projections (one
+    fused projection for GPT-2). Groups whose pruning would change an output's shape and the
+    groups of the layers in ``ignore`` are not listed.
     """
     optional_import("torch_pruning", "compress", "prune_mode=structured")
     from nbopt.compress._heads import find_heads
@@ -178,7 +179,8 @@ def prune_groups(model: nn.Module, example: Any, ignore: tuple[str, ...] = ()) -
     names = {module: name for name, module in model.named_modules() if name}
     ignored = ignored_modules(model, ignore)
     _unprunable(model, ignored)
-    frozen = {layer for item in find_heads(model, ignored) for layer, _ in item.inputs}
+    attention = find_heads(model, ignored)
+    frozen = {layer for item in attention for layer, _ in item.inputs}
     tied = Ties(model).holder_modules(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -199,6 +201,8 @@ def prune_groups(model: nn.Module, example: Any, ignore: tuple[str, ...] = ()) -
         if layers:
             layers.sort(key=lambda m: -sum(p.numel() for p in m.parameters(recurse=False)))
             groups.append([names[m] for m in layers])
+    # Each attention module's heads are a group of their own, named by its projections.
+    groups += [[names[layer] for layer, _ in item.inputs] for item in attention]
     return groups
 
 

@@ -87,11 +87,12 @@ def check_int8(model: nn.Module, config: DynamicInt8, context: StepContext) -> N
 def dynamic_int8_layers(model: nn.Module) -> list[str]:
     """Names of the layers dynamic int8 quantizes: exactly ``nn.Linear`` (not its subclasses,
     such as attention's output projection, which their owners read directly), LSTM, GRU and
-    embedding tables."""
+    embedding tables; not those holding a tied parameter, which stay in float."""
+    tied = Ties(model).module_names()
     return [
         name
         for name, module in model.named_modules()
-        if type(module) in (*_DYNAMIC_TYPES, *_EMBEDDING_TYPES)
+        if type(module) in (*_DYNAMIC_TYPES, *_EMBEDDING_TYPES) and name not in tied
     ]
 
 

@@ -146,7 +146,16 @@ def test_structured_pruning_of_bert_keeps_its_outputs_and_removes_whole_heads() 
     assert prune_groups(_bert(), _ids()) == [
         ["encoder.layer.0.intermediate.dense"],
         ["encoder.layer.1.intermediate.dense"],
+        [f"encoder.layer.0.attention.self.{name}" for name in ("query", "key", "value")],
+        [f"encoder.layer.1.attention.self.{name}" for name in ("query", "key", "value")],
     ]
+
+
+def test_naming_an_attention_projection_in_prune_ignore_keeps_its_heads() -> None:
+    model = _bert()
+    _structured(model, _ids(), ignore=["encoder.layer.1.attention.self.query"])
+    assert model.encoder.layer[0].attention.self.num_attention_heads == 2
+    assert model.encoder.layer[1].attention.self.num_attention_heads == 4
 
 
 def _gpt2():
