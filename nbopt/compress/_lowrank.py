@@ -6,7 +6,11 @@ import torch
 from torch import nn
 
 from nbopt.compress._guard import guarded_step
-from nbopt.compress._inputs import keep_transformer_layers_working, parent_and_name
+from nbopt.compress._inputs import (
+    keep_transformer_layers_working,
+    linears_from_conv1d,
+    parent_and_name,
+)
 from nbopt.compress._registry import LowRank, StepContext, StepOutcome
 from nbopt.compress._tied import Ties
 
@@ -49,11 +53,13 @@ def factorize_linears(model: nn.Module, config: LowRank, context: StepContext) -
     """Replace each large ``nn.Linear`` by two thinner ones where that saves weights.
 
     Only plain ``nn.Linear`` modules are replaced: subclasses such as attention's output
-    projection are read directly by the code that owns them. A Linear whose weight is tied to
+    projection are read directly by the code that owns them; transformers' ``Conv1D`` layers
+    (GPT-2) become equal Linear layers first. A Linear whose weight is tied to
     another layer's (a language model's output layer and its embedding table) is left alone:
     its factors would be stored beside the table instead of sharing it.
     """
     ranks: dict[str, tuple[int, int]] = {}
+    linears_from_conv1d(model)
     ties = Ties(model)
     tied = ties.module_names()
     notes = []

@@ -16,7 +16,11 @@ from torch import nn
 from nbopt._imports import optional_import
 from nbopt.compress._bags import average_quantized_bags, float_only_bags
 from nbopt.compress._guard import guarded_step
-from nbopt.compress._inputs import keep_transformer_layers_working, map_tensors
+from nbopt.compress._inputs import (
+    keep_transformer_layers_working,
+    linears_from_conv1d,
+    map_tensors,
+)
 from nbopt.compress._registry import Cast, DynamicInt8, StepContext, StepOutcome
 from nbopt.compress._tied import Ties
 from nbopt.errors import ConfigError
@@ -122,6 +126,10 @@ def quantize_int8(model: nn.Module, config: DynamicInt8, context: StepContext) -
     taking and returning its own type.
     """
     model, notes = as_float32(model, "quant=int8")
+    if linears_from_conv1d(model):
+        notes.append(
+            "transformers' Conv1D layers were made nn.Linear (the same product) to be quantized"
+        )
     ties = Ties(model)
     skip = config.skip
     if ties:
@@ -191,11 +199,18 @@ def quantize_int8_cpu(model: nn.Module, skip: tuple[str, ...] = ()) -> StepOutco
     average_quantized_bags(quantized)
     keep_transformer_layers_working(quantized)
     notes += _float_leftovers(quantized)
+    if any(
+        type(m).__name__ in ("Embedding", "EmbeddingBag") and _is_torch_ao(m)
+        for m in quantized.modules()
+    ):
+        notes.append(
+            "8-bit embedding tables are 4x smaller, but each lookup dequantizes its rows: "
+            "lookups are no faster than in float, and can be slower"
+        )
     recurrent = [
         name
         for name, module in quantized.named_modules()
-        if type(module).__module__.startswith("torch.ao.nn.quantized")
-        and type(module).__name__ in ("LSTM", "GRU")
+        if _is_torch_ao(module) and type(module).__name__ in ("LSTM", "GRU")
     ]
     if recurrent:
         # Measured on a 256-unit LSTM forecaster (64 steps, batch 16, one thread): 1.09x the
@@ -236,6 +251,10 @@ def quantize_int8_torchao(model: nn.Module, skip: tuple[str, ...] = ()) -> StepO
     if recurrent:
         notes.append("torchao has no int8 LSTM/GRU: recurrent layers stay in float")
     return StepOutcome(model, _quantized_layers(model), notes=notes)
+
+
+def _is_torch_ao(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("torch.ao.nn.quantized")
 
 
 def _plain_linear(module: nn.Module) -> bool:

@@ -16,6 +16,7 @@ from nbopt.compress._inputs import (
     calibration_batches,
     call,
     export_arguments,
+    linears_from_conv1d,
     map_tensors,
     parent_and_name,
 )
@@ -74,6 +75,7 @@ def quantize_int8_static(model: nn.Module, config: StaticInt8, context: StepCont
             f"{_name(dtype)}"
         )
     example = _as_float32(context.example)
+    linears_from_conv1d(model)
     config_object = getattr(model, "config", None)
     if getattr(config_object, "use_cache", False):
         config_object.use_cache = False

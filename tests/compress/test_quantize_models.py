@@ -155,3 +155,20 @@ def test_int8_static_quantizes_a_block_that_calls_one_relu_twice() -> None:
     )
     torch.testing.assert_close(outcome.model(x), expected, atol=0.15, rtol=0.1)
     assert any("called more than once (relu)" in note for note in outcome.notes)
+
+
+def test_int8_quantizes_gpt2s_conv1d_projections_and_keeps_its_tied_table() -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=4, n_positions=16)
+    model = GPT2LMHeadModel(config).eval()
+    ids = torch.randint(0, 100, (2, 8))
+    expected = model(input_ids=ids).logits
+    outcome = quantize_int8(model, DynamicInt8(), StepContext({"input_ids": ids}, CPU))
+    quantized = outcome.model
+    block = quantized.transformer.h[0]
+    for layer in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+        assert type(layer).__module__.startswith("torch.ao.nn.quantized")
+    assert quantized.lm_head.weight is quantized.transformer.wte.weight
+    torch.testing.assert_close(quantized(input_ids=ids).logits, expected, atol=0.05, rtol=0.05)
