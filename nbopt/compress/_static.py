@@ -67,25 +67,8 @@ def quantize_int8_static(model: nn.Module, config: StaticInt8, context: StepCont
     pt2e = import_torchao("torchao.quantization.pt2e.quantize_pt2e", _PURPOSE)
     x86 = import_torchao("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", _PURPOSE)
     dtype = _float_type(model)
-    notes: list[str] = []
-    if dtype != torch.float32:
-        model.float()
-        notes.append(
-            f"the {_name(dtype)} model was quantized from float32; it still takes and returns "
-            f"{_name(dtype)}"
-        )
     example = _as_float32(context.example)
-    linears_from_conv1d(model)
-    config_object = getattr(model, "config", None)
-    if getattr(config_object, "use_cache", False):
-        config_object.use_cache = False
-        notes.append("the exported model does not return a key/value cache (use_cache=False)")
-    repeated = _one_module_per_call(model, example)
-    if repeated:
-        notes.append(
-            f"modules called more than once ({', '.join(repeated)}) were given one copy per "
-            "call, so that each call is quantized on its own"
-        )
+    notes = _exportable(model, example)
     ties = Ties(model)
     args, kwargs = export_arguments(example)
     exported = torch.export.export(
@@ -125,6 +108,31 @@ def quantize_int8_static(model: nn.Module, config: StaticInt8, context: StepCont
         notes=notes,
         info={"calibration_batches": batches},
     )
+
+
+def _exportable(model: nn.Module, example: Any) -> list[str]:
+    """Make ``model`` what export and the x86 quantizer take, in place: float32, Linear layers
+    for transformers' Conv1D, no key/value cache, one module per call; what changed, as notes."""
+    notes = []
+    dtype = _float_type(model)
+    if dtype != torch.float32:
+        model.float()
+        notes.append(
+            f"the {_name(dtype)} model was quantized from float32; it still takes and returns "
+            f"{_name(dtype)}"
+        )
+    linears_from_conv1d(model)
+    config = getattr(model, "config", None)
+    if getattr(config, "use_cache", False):
+        config.use_cache = False
+        notes.append("the exported model does not return a key/value cache (use_cache=False)")
+    repeated = _one_module_per_call(model, example)
+    if repeated:
+        notes.append(
+            f"modules called more than once ({', '.join(repeated)}) were given one copy per "
+            "call, so that each call is quantized on its own"
+        )
+    return notes
 
 
 def _float_type(model: nn.Module) -> torch.dtype:
