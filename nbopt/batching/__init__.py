@@ -124,8 +124,10 @@ def find_batch_size(
     Raises:
         ConfigError: Bad arguments (an option that the mode does not use among them), a
             batch without a batch dimension, too few rows for ``mode="efficient"``, or not
-            even ``start`` fits in memory. Errors raised by the model itself propagate
-            unchanged.
+            even ``start`` fits in memory. With ``train=True``, found on a copy before any
+            measurement: data that does not fit the model, a loss that is not a finite
+            one-element tensor on the first batch, or a model that does not train. Other
+            errors raised by the model itself propagate unchanged.
 
     Example:
         >>> import torch
@@ -145,7 +147,7 @@ def find_batch_size(
         memory_meter,
     )
     from nbopt.batching._search import BatchSizeSearch
-    from nbopt.batching._workload import Batches, Workload
+    from nbopt.batching._workload import Batches, Workload, check_training
     from nbopt.ui.reporting import reporting_bus, run_name
 
     if not isinstance(model, torch.nn.Module):
@@ -181,6 +183,13 @@ def find_batch_size(
         available = available_memory()
         limit = int(DEFAULT_MEMORY_FRACTION * available) if available is not None else None
 
+    cuda = []
+    if device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    if train:
+        with torch.random.fork_rng(devices=cuda):
+            check_training(model, batches, loss, start)
+
     name = run_name("batchsize")
     bus = reporting_bus(progress, logdir, callbacks, run=name)
     search = BatchSizeSearch(
@@ -198,9 +207,6 @@ def find_batch_size(
         noise_plan=plan,
         mode_reason=reason,
     )
-    cuda = []
-    if device.type == "cuda":
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=cuda):
         return search.run()
 

@@ -228,6 +228,51 @@ def test_a_failing_copy_is_a_clear_error(digits) -> None:
         )  # fmt: skip
 
 
+def _frozen() -> torch.nn.Module:
+    model = _mlp()
+    model.requires_grad_(False)
+    return model
+
+
+class _Detached(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).detach()
+
+
+@pytest.mark.parametrize("mode", ["efficient", "throughput"])
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("frozen", "the model does not train: it has no parameter that requires grad"),
+        ("detached", "the model does not train: the loss has no gradient"),
+        ("nan", "the loss is nan on the first batch, before any training step"),
+        ("misfit", r"data does not fit the model: a batch of 2 \(inputs \(2, 10\)\) fails"),
+        ("loss", r"loss must return a tensor with one element, got a tensor of shape \(2, 10\)"),
+    ],
+)
+def test_a_training_search_that_cannot_train_is_one_clear_error_before_any_step(
+    digits, watch, mode: str, case: str, message: str
+) -> None:
+    x, y = digits
+    model = {"frozen": _frozen, "detached": _Detached}.get(case, _mlp)()
+    example = {"nan": torch.full_like(x, math.nan), "misfit": x[:, :10]}.get(case, x)
+    loss = (lambda output, target: output) if case == "loss" else cross_entropy
+    unchanged = watch(model)
+    events: list[Event] = []
+    with pytest.raises(ConfigError, match=message) as info:
+        find_batch_size(
+            model, example, target=y, loss=loss, train=True, mode=mode, max_batch_size=16,
+            callbacks=[events.append], **QUIET,
+        )  # fmt: skip
+    assert "\n" not in str(info.value)
+    assert events == []
+    unchanged()
+
+
 def test_noise_groups_use_every_row_up_to_the_cap() -> None:
     x = torch.randn(300, 4)
     groups = measure_groups(

@@ -72,6 +72,14 @@ def test_make_batch_builds_the_batches(shell, cell) -> None:
             "needs at least 256 rows of example=",
         ),
         ("%batchsize net example=x make_batch=x", "'x' is not callable"),
+        (
+            "%batchsize net example=scalar8 target=y loss=loss_fn train",
+            "data does not fit the model: a batch of 2",
+        ),
+        (
+            "%batchsize net example=nans target=y loss=loss_fn train",
+            "the loss is nan on the first batch",
+        ),
         ("%batchsize net", "give either example="),
         ("%batchsize net example=x memory=lots", "expected a size such as 4GB"),
         ("%batchsize net example=x tolerance=1", r"tolerance must be in \[0, 1\)"),
@@ -81,7 +89,8 @@ def test_make_batch_builds_the_batches(shell, cell) -> None:
 def test_bad_input_is_one_usage_error_line_and_changes_nothing(
     shell, cell, line: str, message: str
 ) -> None:
-    cell(shell, SETUP + "scalar = torch.tensor(1.0)")
+    extra = "scalar = torch.tensor(1.0)\nscalar8 = torch.randn(10, 5)\nnans = x * float('nan')"
+    cell(shell, SETUP + extra)
     with pytest.raises(UsageError, match=message) as info:
         cell(shell, line)
     assert "\n" not in str(info.value)

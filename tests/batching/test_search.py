@@ -233,7 +233,7 @@ def test_an_interrupt_keeps_what_finished_and_is_re_raised(make_mlp, watch) -> N
     made: list[int] = []
 
     def make_batch(size: int) -> torch.Tensor:
-        if len(made) == 2:
+        if len(made) == 3:  # the check of a training step before the search, then 2 and 4
             raise KeyboardInterrupt
         made.append(size)
         return torch.randn(size, 64)
@@ -244,7 +244,8 @@ def test_an_interrupt_keeps_what_finished_and_is_re_raised(make_mlp, watch) -> N
         )
     partial = finished[0].result
     assert finished[0].status == "interrupted" and partial.status == "interrupted"
-    assert [m.batch_size for m in partial.measurements] == made == [2, 4]  # training starts at 2
+    assert made == [2, 2, 4]
+    assert [m.batch_size for m in partial.measurements] == [2, 4]  # training starts at 2
     assert partial.batch_size in made
     unchanged()
 
@@ -392,5 +393,10 @@ class OneFastStep(torch.nn.Module):
 
 def test_speeds_that_move_more_than_the_tolerance_are_reported() -> None:
     result = find_batch_size(OneFastStep(), torch.randn(8, 4), max_batch_size=8, **QUIET)
-    assert all(m.noise > 0.5 for m in result.measurements if m.ok)
-    assert any("moved by" in warning for warning in result.warnings), result.warnings
+    # A size measured again (or whose fast step fell in the warm-up) never sees its fast step:
+    # only the sizes that did show the gap, and the warning names one of them.
+    noisy = {m.batch_size for m in result.measurements if m.ok and m.noise and m.noise > 0.5}
+    assert noisy, result.measurements
+    warned = [w for w in result.warnings if "moved by" in w]
+    assert warned, result.warnings
+    assert any(f"speed of batch {size} moved" in warned[0] for size in noisy), warned
