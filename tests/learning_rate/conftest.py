@@ -3,6 +3,7 @@ a recorder of everything a range test must leave as it was, and an nbopt shell."
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +18,15 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def always_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default, three sweeps when two more take at most 20 s: on a loaded machine that
+    depends on the load, so the tests fix it to three (one test sets it back to one)."""
+    import nbopt.learning_rate
+
+    monkeypatch.setattr(nbopt.learning_rate, "CHEAP_SECONDS", math.inf)
 
 
 @pytest.fixture(scope="session")
