@@ -1,4 +1,4 @@
-"""``%batchsize``: the batch size that runs fastest, or the largest that fits."""
+"""``%batchsize``: the batch size that trains soonest, runs fastest, or is the largest that fits."""
 
 from __future__ import annotations
 
