@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import time
 import weakref
 from collections.abc import Iterator
 
@@ -17,6 +16,30 @@ from nbopt.errors import ConfigError
 from nbopt.events import Event, RunFinished
 
 QUIET = {"progress": "none", "logdir": None}
+
+
+class VirtualClock:
+    """The search's clock, moved only by the synthetic models below: each says how long its
+    step takes, so what the search decides from those times does not depend on the load of
+    the machine the tests run on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    from nbopt.batching import _search
+
+    virtual = VirtualClock()
+    monkeypatch.setattr(_search, "time", virtual)
+    return virtual
 
 
 class RunsOutAt(torch.nn.Module):
@@ -143,22 +166,21 @@ def test_throughput_mode_on_a_cnn_with_labels(make_cnn, watch) -> None:
 
 class PeaksAt64(torch.nn.Module):
     """A step that takes 6 ms plus 0.15 ms a sample up to 64 samples, and 25% longer per
-    sample above: samples per second rise until 64, then fall. It sleeps, so the machine's
-    load changes it little: a sleep on a loaded machine overshoots by a millisecond or so,
-    which steps of 2 ms felt (a batch of 64 measured a tenth slower), steps of 6 ms less."""
+    sample above, on the virtual clock: samples per second rise until 64, then fall."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: VirtualClock) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(4, 2)
+        self.clock = clock
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[0]
-        time.sleep(0.006 + 0.00015 * size if size <= 64 else 1.25 * 0.0156 * size / 64)
+        self.clock.advance(0.006 + 0.00015 * size if size <= 64 else 1.25 * 0.0156 * size / 64)
         return self.linear(x)
 
 
-def test_throughput_search_stops_two_doublings_past_the_fastest() -> None:
-    result = find_batch_size(PeaksAt64(), torch.randn(8, 4), max_batch_size=4096, **QUIET)
+def test_throughput_search_stops_two_doublings_past_the_fastest(clock: VirtualClock) -> None:
+    result = find_batch_size(PeaksAt64(clock), torch.randn(8, 4), max_batch_size=4096, **QUIET)
     tried = [m.batch_size for m in result.measurements]
     table = result.to_dataframe().to_string()
     assert max(tried) == 256, table  # two doublings without gain, not all the way to 4096
@@ -320,20 +342,21 @@ def _keep(events: list[RunFinished]):
 
 class FlatAbove64(torch.nn.Module):
     """Samples per second rise until 64 samples, then stay exactly flat (a plateau): 6 ms
-    plus 0.15 ms a sample up to 64, and 15.6 ms per 64 samples above. It sleeps."""
+    plus 0.15 ms a sample up to 64, and 15.6 ms per 64 samples above, on the virtual clock."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: VirtualClock) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(4, 2)
+        self.clock = clock
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[0]
-        time.sleep(0.006 + 0.00015 * size if size <= 64 else 0.0156 * size / 64)
+        self.clock.advance(0.006 + 0.00015 * size if size <= 64 else 0.0156 * size / 64)
         return self.linear(x)
 
 
-def test_a_plateau_ends_the_doubling_instead_of_the_largest_size() -> None:
-    result = find_batch_size(FlatAbove64(), torch.randn(8, 4), max_batch_size=4096, **QUIET)
+def test_a_plateau_ends_the_doubling_instead_of_the_largest_size(clock: VirtualClock) -> None:
+    result = find_batch_size(FlatAbove64(clock), torch.randn(8, 4), max_batch_size=4096, **QUIET)
     tried = [m.batch_size for m in result.measurements]
     table = result.to_dataframe().to_string()
     assert max(tried) <= 512, table  # not all the way to 4096
@@ -345,25 +368,26 @@ class BurstOnFirstVisit(torch.nn.Module):
     """A 4 ms step, except the first 10 steps at ``slow`` samples, which take 10 times as long:
     a burst of load from another process while that batch size was measured."""
 
-    def __init__(self, slow: int) -> None:
+    def __init__(self, clock: VirtualClock, slow: int) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(4, 2)
+        self.clock = clock
         self.slow = slow
         self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         burst = x.shape[0] == self.slow and self.calls < 10
         self.calls += x.shape[0] == self.slow
-        time.sleep(0.04 if burst else 0.004 * (1 + x.shape[0] / 64))
+        self.clock.advance(0.04 if burst else 0.004 * (1 + x.shape[0] / 64))
         return self.linear(x)
 
 
-def test_a_burst_of_load_is_measured_again_and_reported(make_mlp) -> None:
+def test_a_burst_of_load_is_measured_again_and_reported(clock: VirtualClock) -> None:
     from nbopt.batching.events import BatchSizeWarning
 
     events: list[Event] = []
     result = find_batch_size(
-        BurstOnFirstVisit(slow=16), torch.randn(8, 4), start=8, max_batch_size=64,
+        BurstOnFirstVisit(clock, slow=16), torch.randn(8, 4), start=8, max_batch_size=64,
         callbacks=[events.append], **QUIET,
     )  # fmt: skip
     sixteen = [m for m in result.measurements if m.batch_size == 16]
@@ -371,28 +395,30 @@ def test_a_burst_of_load_is_measured_again_and_reported(make_mlp) -> None:
     # The repeat is kept: the speed of 16 is that of a 5 ms step, not of a 40 ms one.
     assert result.throughput(16) > 3 * sixteen[0].samples_per_second
     warnings = [e.message for e in events if isinstance(e, BatchSizeWarning)]
-    assert warnings == result.warnings  # and the real load may add one of its own
+    assert warnings == result.warnings
     assert warnings[0].startswith("the machine was too noisy to decide: batch 16 ran at")
 
 
 class OneFastStep(torch.nn.Module):
     """At each batch size, the first timed step (after two warm-up steps) takes 2 ms and every
-    other one 6 ms: the fastest step is never seen again, however long the search times."""
+    other one 6 ms, on the virtual clock: the fastest step is never seen again, however long
+    the search times."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: VirtualClock) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(4, 2)
+        self.clock = clock
         self.calls: dict[int, int] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         calls = self.calls.get(x.shape[0], 0)
         self.calls[x.shape[0]] = calls + 1
-        time.sleep(0.002 if calls == 2 else 0.006)
+        self.clock.advance(0.002 if calls == 2 else 0.006)
         return self.linear(x)
 
 
-def test_speeds_that_move_more_than_the_tolerance_are_reported() -> None:
-    result = find_batch_size(OneFastStep(), torch.randn(8, 4), max_batch_size=8, **QUIET)
+def test_speeds_that_move_more_than_the_tolerance_are_reported(clock: VirtualClock) -> None:
+    result = find_batch_size(OneFastStep(clock), torch.randn(8, 4), max_batch_size=8, **QUIET)
     # A size measured again (or whose fast step fell in the warm-up) never sees its fast step:
     # only the sizes that did show the gap, and the warning names one of them.
     noisy = {m.batch_size for m in result.measurements if m.ok and m.noise and m.noise > 0.5}
