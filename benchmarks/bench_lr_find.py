@@ -158,6 +158,9 @@ def main() -> None:
                 data,
                 loss=torch.nn.functional.cross_entropy,
                 optimizer=torch.optim.Adam,
+                # Three sweeps, as the default runs them when a sweep is quick: fixed, so that
+                # how busy the machine is cannot change the curve the rules read.
+                repeats=3,
                 seed=seed,
                 progress="none",
                 logdir=None,
