@@ -11,8 +11,8 @@ For each seed (the model's initialisation and the data's order), the sweep train
 at 8 log-spaced rates; ``find_lr`` (its defaults: three sweeps of 100 steps from 1e-7 to 10)
 runs on the same initial model and data, and the model is trained at the rate of every rule
 read off the same curve: nbopt's ``minimum_centered``, fastai's ``valley``, ``minimum`` and
-``steep``, Lightning's ``steepest``, and variants of nbopt's rule (``/3``, ``/5`` and ``/30``
-instead of a tenth of the minimum, fastai's valley and Lightning's steepest on the centered
+``steep``, Lightning's ``steepest``, and variants of nbopt's rule (``/3``, ``/10`` and ``/30``
+instead of a fifth of the minimum, fastai's valley and Lightning's steepest on the centered
 smoothing). Printed per model: the median validation accuracy over the seeds (and its range)
 of the sweep's best rate and of each rule's rate, and each rule's rates.
 
@@ -128,7 +128,7 @@ def variants(rates: np.ndarray, losses: np.ndarray) -> dict[str, float | None]:
     slope = np.gradient(smoothed[: int(np.argmin(smoothed)) + 1])
     return {
         "centered min/3": lowest / 3,
-        "centered min/5": lowest / 5,
+        "centered min/10": lowest / 10,
         "centered min/30": lowest / 30,
         "centered valley": longest_valley(rates, smoothed),
         "centered steepest": float(rates[int(np.argmin(slope))]) if len(slope) > 1 else None,

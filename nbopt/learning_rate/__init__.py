@@ -51,7 +51,7 @@ def find_lr(
     rate grows geometrically from ``start`` to ``end``; the loss of each batch is recorded
     until it diverges. The sweep is repeated on fresh copies, with the data in another order
     (three sweeps when two more take at most 20 seconds, else one), and the suggestion is read
-    off the median curve by ``rule``: by default a tenth of the rate where the loss, smoothed
+    off the median curve by ``rule``: by default a fifth of the rate where the loss, smoothed
     without lag, is lowest (``docs/magics/lr-find.md`` says why, from measurements). The
     model, its buffers, the optimizer and its state are never changed, and torch's random
     state is restored.
