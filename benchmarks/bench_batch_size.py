@@ -303,9 +303,10 @@ def time_part(args: argparse.Namespace) -> None:
     for name, build in DIGITS_MODELS.items():
         began = time.perf_counter()
         torch.manual_seed(0)
+        # Three sweeps, fixed: how busy the machine is must not change the base rate.
         base = find_lr(
             build(), (X_TRAIN, Y_TRAIN), loss=loss, optimizer=sgd(0.01), batch_size=BASE_BATCH,
-            progress="none", logdir=None,
+            repeats=3, progress="none", logdir=None,
         )  # fmt: skip
         print(f"\n{name}: base learning rate {base.suggestion:.3g} at batch {BASE_BATCH} (find_lr)")
         steps: dict[tuple[str, int, float], list[tuple[int, float]]] = {}
