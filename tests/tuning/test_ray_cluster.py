@@ -136,7 +136,10 @@ def cluster() -> Iterator[Cluster]:
     env = {**clean, "RAY_TMPDIR": str(root), "RAY_AUTH_TOKEN_PATH": str(token)}
     env["RAY_AUTH_MODE"] = "token"  # a worker node does not turn it on from the token alone
     port = _free_port()
-    head_args = ["--head", "--port", str(port), "--include-dashboard=false"]
+    # A head started on loopback, as on a laptop: Ray advertises the machine's own address
+    # instead, and a notebook giving 127.0.0.1:port must still find it.
+    head_args = ["--head", "--port", str(port), "--node-ip-address", "127.0.0.1"]
+    head_args += ["--include-dashboard=false"]
     head_args += ["--ray-client-server-port", str(_free_port())]
     blocks: list[subprocess.Popen] = []
     try:
