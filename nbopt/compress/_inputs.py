@@ -121,8 +121,10 @@ def working_copy(model: nn.Module, example: Any, why: str) -> nn.Module:
         ) from None
     set_eval(work)
     if example is not None:
+        from nbopt.compress._undisturbed import undisturbed
+
         try:
-            with torch.no_grad():
+            with torch.no_grad(), undisturbed(work):
                 call(work, example)
         except Exception as exc:
             raise ConfigError(

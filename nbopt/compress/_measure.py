@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from nbopt._numbers import as_number
 from nbopt.compress._inputs import call, device_of
 from nbopt.compress._result import ModelMeasurement
+from nbopt.compress._undisturbed import undisturbed
 from nbopt.errors import ConfigError
 
 # Integer weights that quantized models keep as buffers (PT2E's folded int8 weights).
@@ -112,6 +113,11 @@ def count_macs(model: nn.Module, example: Any) -> int:
     the same in float and in int8. Attention's fused fast path is turned off for the count, so
     its products are seen too.
     """
+    with undisturbed(model):
+        return _count_macs(model, example)
+
+
+def _count_macs(model: nn.Module, example: Any) -> int:
     opaque = 0
     seen_inside = 0
     entered: list[int] = []
@@ -216,6 +222,17 @@ def measure_latency(
     has run ``min_repeats`` times and ``min_seconds`` have passed: a burst of load from another
     process then slows every model alike instead of one of them.
     """
+    with undisturbed(*models):
+        return _median_latencies(models, example, min_repeats, min_seconds, max_repeats)
+
+
+def _median_latencies(
+    models: Sequence[Callable[..., Any]],
+    example: Any,
+    min_repeats: int,
+    min_seconds: float,
+    max_repeats: int,
+) -> list[float]:
     devices = {device_of(m) for m in models if isinstance(m, nn.Module)}
     synchronize = torch.cuda.synchronize if any(d.type == "cuda" for d in devices) else None
     times: list[list[float]] = [[] for _ in models]

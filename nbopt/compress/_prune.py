@@ -20,6 +20,7 @@ from nbopt.compress._registry import (
     UnstructuredPruning,
 )
 from nbopt.compress._tied import Ties
+from nbopt.compress._undisturbed import undisturbed
 from nbopt.errors import ConfigError, did_you_mean
 
 _PRUNABLE = (nn.Linear, nn.modules.conv._ConvNd)
@@ -129,7 +130,9 @@ def _pruner(
 
     recorder = OutputRecorder()
     pruners = customized_pruners(model)
-    with traceable(model):
+    # Torch-Pruning traces the model by running it (before any shape changes): not a call for
+    # the user's hooks to see, nor one that moves the model's buffers.
+    with traceable(model), undisturbed(model):
         pruner = tp.pruner.BasePruner(
             model,
             _positional(example),
@@ -207,7 +210,7 @@ def prune_groups(model: nn.Module, example: Any, ignore: tuple[str, ...] = ()) -
 
 
 def _forward(model: nn.Module, example: Any) -> Any:
-    with torch.no_grad():
+    with torch.no_grad(), undisturbed(model):
         return call(model, example)
 
 
