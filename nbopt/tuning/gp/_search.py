@@ -35,6 +35,9 @@ FLIP = 0.2
 REFINE_SCALES = (0.03, 0.01, 0.003, 0.001)
 REFINE_KEEP = 3
 REFINE_EACH = 16
+# Losses above the median are compressed logarithmically, to at most TAIL_CAP units of the
+# median's distance from the best beyond it (see _warp).
+TAIL_CAP = math.log1p(1e3)
 # Proposals not finished yet (a parallel backend asks before trials end) the model assumes
 # done at its predicted value, so that it proposes elsewhere; the oldest are forgotten.
 PENDING_LIMIT = 32
@@ -205,14 +208,29 @@ class GaussianProcessSearch:
 
 
 def _warp(losses: np.ndarray) -> np.ndarray:
-    """Losses as the GP models them: failed trials as the worst loss, the tail above the
-    median compressed logarithmically (one diverged run must not flatten the good region),
-    then zero mean and unit deviation."""
+    """Losses as the GP models them, finite and of moderate size whatever finite losses came.
+
+    Failed trials (NaN) count as the worst loss. Losses up to the median are kept linear, as
+    distances from the best in units of the median's distance from it, so that the good half
+    keeps its shape. Losses above the median are compressed logarithmically and capped at
+    ``1 + TAIL_CAP`` units: one diverged run, even one that returned the largest float, must
+    not flatten the good region. Then zero mean and unit deviation. Every step
+    works on halved losses and takes logarithms of ratios rather than dividing, so that no
+    difference of two finite floats, however far apart, overflows.
+    """
     usable = ~np.isnan(losses)
-    y = np.where(usable, losses, np.max(losses[usable]))
-    median = np.median(y)
-    scale = max(median - y.min(), 1e-12)
-    y = np.where(y > median, median + scale * np.log1p(np.maximum(y - median, 0) / scale), y)
+    half = np.where(usable, losses, np.max(losses[usable])) / 2.0
+    best, median = half.min(), np.median(half)
+    scale = median - best
+    if scale <= 0:  # half the trials or more tie at the best: scale by the next loss up
+        above = half[half > best]
+        if not len(above):
+            return np.zeros_like(half)
+        scale = above.min() - best
+    with np.errstate(divide="ignore"):
+        ratio = np.log(np.maximum(half - median, 0.0)) - math.log(scale)
+    tail = 1.0 + np.minimum(np.logaddexp(0.0, ratio), TAIL_CAP)
+    y = np.where(half <= median, (np.minimum(half, median) - best) / scale, tail)
     sd = y.std()
     return (y - y.mean()) / (sd if sd > 0 else 1.0)
 
