@@ -16,11 +16,15 @@ found minus the optimum; for the MLP, the best validation error), the win rate a
 anchor on paired seeds (ties count half), the evaluations needed to reach a threshold (median
 over seeds; ``>N`` when most seeds never reach it), the share of evaluations that tried a
 configuration not tried before, and the time per suggestion: the mean time from the end of one
-evaluation to the start of the next (the suggestion and the framework's bookkeeping), median
-over seeds, and its ratio to ``optuna-gp``'s in the same run. A last table checks the goal:
-``auto``'s median regret at most the anchors' at every budget. Then the time per suggestion
-over one long search (200 trials) of each method. Each search is one process on one core
-(BLAS and OpenMP limited to one thread). Seeds: 25; budgets 30, 50 and 100 evaluations.
+evaluation to the start of the next (the suggestion and the framework's bookkeeping), in CPU
+time of the search's process and on the wall clock, median over seeds, and the CPU time's ratio
+to ``optuna-gp``'s. CPU time is what a shared machine's load disturbs least; runs loaded from
+an earlier ``--save`` were timed under that run's load. A last table checks the goal:
+``auto``'s median regret at most the anchors' at every budget. Then auto's and GPSampler's time
+per suggestion measured side by side in this process: on a few problems, three times (seeds
+0-2), each time both methods one after the other; the median ratio and its range. Each search
+is one process on one core (BLAS and OpenMP limited to one thread). Seeds: 25; budgets 30, 50
+and 100 evaluations.
 
     python benchmarks/bench_search.py --jobs 2 --save runs.json   # everything (hours)
     python benchmarks/bench_search.py --quick                     # 5 seeds, Branin and mixed
@@ -34,13 +38,13 @@ Needs Optuna and torch (``pip install "nbopt[bench]"``) and scikit-learn.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -48,7 +52,6 @@ from typing import Any
 
 import numpy as np
 from _problems import PROBLEMS, Problem
-from threadpoolctl import threadpool_limits
 
 import nbopt
 
@@ -57,35 +60,49 @@ NBOPT_ALGOS = {"auto": "auto", "nbopt-tpe": "tpe"}  # run through nbopt.tune, at
 ANCHORS = ("optuna-gp", "optuna-tpe")
 BUDGETS = (30, 50, 100)
 SEEDS = 25
-TIMING_PROBLEMS = ("hartmann6", "mixed")
+TIMING_PROBLEMS = ("branin", "hartmann6", "levy10", "mixedint")
 
 
 class Recorder:
     """The objective as every framework calls it, keeping each configuration, its value, and
-    when each evaluation started and ended."""
+    when each evaluation started and ended (wall-clock and this process's CPU time)."""
 
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
         self.values: list[float] = []
         self.keys: list[str] = []
-        self.starts: list[float] = []
-        self.ends: list[float] = []
+        self.starts: list[tuple[float, float]] = []
+        self.ends: list[tuple[float, float]] = []
 
     def __call__(self, params: dict[str, Any]) -> float:
-        self.starts.append(time.perf_counter())
+        self.starts.append((time.perf_counter(), time.process_time()))
         value = float(self.problem.objective(params))
         self.values.append(value)
         self.keys.append(json.dumps(params, sort_keys=True, default=float))
-        self.ends.append(time.perf_counter())
+        self.ends.append((time.perf_counter(), time.process_time()))
         return value
 
-    def gaps(self) -> list[float]:
-        """Seconds between the end of each evaluation and the start of the next."""
-        return [start - end for start, end in zip(self.starts[1:], self.ends, strict=False)]
+    def gaps(self, clock: int) -> list[float]:
+        """Seconds between the end of each evaluation and the start of the next, on the wall
+        clock (``clock=0``) or in CPU time (``clock=1``)."""
+        return [
+            start[clock] - end[clock]
+            for start, end in zip(self.starts[1:], self.ends, strict=False)
+        ]
+
+
+@functools.cache
+def _import_everything() -> None:
+    """Import what the methods import lazily (torch for Optuna's GP, SciPy's QMC for auto), so
+    that no run's time per suggestion includes the first import."""
+    import optuna._gp.acqf  # noqa: F401
+    import scipy.stats.qmc  # noqa: F401
+    import torch  # noqa: F401
 
 
 def run(problem_name: str, algo: str, seed: int, budget: int) -> dict[str, Any]:
     """One search; returns the values and configurations it evaluated, in order."""
+    _import_everything()
     problem = PROBLEMS[problem_name]
     recorder = Recorder(problem)
     if algo in NBOPT_ALGOS:
@@ -131,7 +148,8 @@ def run(problem_name: str, algo: str, seed: int, budget: int) -> dict[str, Any]:
         "budget": budget,
         "values": recorder.values,
         "keys": recorder.keys,
-        "gaps": recorder.gaps(),
+        "gaps": recorder.gaps(0),
+        "cpu_gaps": recorder.gaps(1),
     }
 
 
@@ -145,25 +163,28 @@ def tasks_for(problems: list[str], algos: list[str], seeds: int) -> list[tuple]:
     return tasks
 
 
+def searches(jobs: int) -> ProcessPoolExecutor:
+    """Worker processes for the searches, each with one thread for BLAS, OpenMP and torch.
+
+    One search per core: the methods' small matrix products gain nothing from threads that wait
+    for each other (Optuna's GPSampler recommends the same), and a thread pool spinning beside
+    the search would inflate its time. The variables must be set before a process loads those
+    libraries, hence new processes (spawned, not forked: a fork of a process that ran torch can
+    hang in its thread pools).
+    """
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+    return ProcessPoolExecutor(jobs, mp_context=get_context("spawn"))
+
+
 def run_all(tasks: list[tuple], jobs: int, save: Callable[[list], None]) -> list[dict[str, Any]]:
     """Every task's run; ``save`` gets the runs done so far every minute and at the end."""
     # The MLP's, Optuna's GP and the longest runs first, so that workers finish together.
     tasks = sorted(tasks, key=lambda t: (t[0] != "mlp", t[1] != "optuna-gp", -t[3]))
     done: list[dict[str, Any]] = []
     saved = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if jobs == 1:
-            results: Iterator[dict[str, Any]] = (run(*task) for task in tasks)
-        else:
-            # One search per core: the methods' small matrix products gain nothing from
-            # threads that wait for each other (Optuna's GPSampler recommends the same).
-            # Workers read this when they start.
-            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ.setdefault(name, "1")
-            # Spawned, not forked: a fork of a process that ran torch can hang in its threads.
-            pool = stack.enter_context(ProcessPoolExecutor(jobs, mp_context=get_context("spawn")))
-            results = pool.map(run, *zip(*tasks, strict=True), chunksize=1)
-        for record in results:
+    with searches(jobs) as pool:
+        for record in pool.map(run, *zip(*tasks, strict=True), chunksize=1):
             done.append(record)
             if time.perf_counter() - saved > 60:
                 save(done)
@@ -220,9 +241,10 @@ def _evals_to(problem: Problem, values: list[float]) -> float:
     return math.inf
 
 
-def _suggestion_ms(records: list[dict[str, Any]]) -> float:
-    """The median over runs of each run's mean time per suggestion, in milliseconds."""
-    means = [1000 * float(np.mean(r["gaps"])) for r in records if r.get("gaps")]
+def _suggestion_ms(records: list[dict[str, Any]], key: str) -> float:
+    """The median over runs of each run's mean time per suggestion (``key``: ``gaps`` for the
+    wall clock, ``cpu_gaps`` for CPU time), in milliseconds."""
+    means = [1000 * float(np.mean(r[key])) for r in records if r.get(key)]
     return float(np.median(means)) if means else math.nan
 
 
@@ -245,7 +267,7 @@ def report(runs: dict, problems: list[str], algos: list[str]) -> None:
                         for algo in algos
                     ]
                     print(f"| {budget}: wins vs {anchor} | " + " | ".join(wins) + " |")
-        reach, unique, ms = [], [], []
+        reach, unique, cpu, wall = [], [], [], []
         for algo in algos:
             records = list(_runs_at(runs, name, algo, top).values())
             counts = [_evals_to(problem, r["values"][:top]) for r in records]
@@ -255,13 +277,21 @@ def report(runs: dict, problems: list[str], algos: list[str]) -> None:
             reach.append(f"{shown} ({hits}/{len(counts)})")
             keys = [r["keys"][:top] for r in records]
             unique.append(f"{np.mean([len(set(k)) / len(k) for k in keys]):.0%}" if keys else "-")
-            ms.append(_suggestion_ms(records))
-        base = ms[algos.index("optuna-gp")] if "optuna-gp" in algos else math.nan
+            cpu.append(_suggestion_ms(records, "cpu_gaps"))
+            wall.append(_suggestion_ms(records, "gaps"))
+        base = cpu[algos.index("optuna-gp")] if "optuna-gp" in algos else math.nan
         kind = "validation error" if problem.optimum is None else "regret"
         print(f"| evals to {kind} <= {problem.threshold:g} (seeds) | " + " | ".join(reach) + " |")
         print(f"| unique configurations at {top} | " + " | ".join(unique) + " |")
-        print(f"| ms per suggestion, {top} evals | " + " | ".join(f"{m:.1f}" for m in ms) + " |")
-        print("| ... / optuna-gp's | " + " | ".join(f"{m / base:.3f}" for m in ms) + " |")
+        print(
+            f"| ms per suggestion, CPU, {top} evals | " + " | ".join(f"{m:.1f}" for m in cpu) + " |"
+        )
+        print("| ... / optuna-gp's | " + " | ".join(f"{m / base:.3f}" for m in cpu) + " |")
+        print(
+            f"| ms per suggestion, wall, {top} evals | "
+            + " | ".join(f"{m:.1f}" for m in wall)
+            + " |"
+        )
 
 
 def goal_table(runs: dict, problems: list[str]) -> None:
@@ -289,20 +319,28 @@ def goal_table(runs: dict, problems: list[str]) -> None:
     print(f"\nmet at {met} of {total} (problem, budget) pairs")
 
 
-def long_search_times(trials: int) -> None:
-    """Mean time per suggestion over one long search of each method, side by side."""
-    algos = ("auto", "nbopt-tpe", "optuna-tpe", "optuna-gp")
-    print(f"\n### time per suggestion over {trials} trials (mean, last 50, max), ms\n")
-    print("| problem | " + " | ".join(algos) + " | auto / optuna-gp |")
-    print("| --- " * (len(algos) + 2) + "|")
+def timing(trials: int, repeats: int) -> None:
+    """auto's time per suggestion against GPSampler's, measured side by side in one worker
+    process: each repeat (one seed) runs both on the same problem one after the other."""
+    print(f"\n### time per suggestion, auto / optuna-gp, {trials} evals, {repeats} repeats\n")
+    print("| problem | auto ms, CPU | optuna-gp ms, CPU | CPU ratio | wall-clock ratio |")
+    print("| --- | --- | --- | --- | --- |")
     for name in TIMING_PROBLEMS:
-        cells, means = [], {}
-        for algo in algos:
-            ms = 1000 * np.asarray(run(name, algo, 0, trials)["gaps"])
-            means[algo] = ms.mean()
-            cells.append(f"{ms.mean():.1f}, {ms[-50:].mean():.1f}, {ms.max():.0f}")
-        ratio = means["auto"] / means["optuna-gp"]
-        print(f"| {name} | " + " | ".join(cells) + f" | {ratio:.3f} |")
+        ms: dict[str, list[float]] = {"auto": [], "optuna-gp": [], "auto wall": [], "gp wall": []}
+        pairs = [(algo, seed) for seed in range(repeats) for algo in ("auto", "optuna-gp")]
+        with searches(1) as pool:
+            records = pool.map(run, *zip(*[(name, a, s, trials) for a, s in pairs], strict=True))
+            for (algo, _), record in zip(pairs, records, strict=True):
+                wall = "auto wall" if algo == "auto" else "gp wall"
+                ms[algo].append(1000 * float(np.mean(record["cpu_gaps"])))
+                ms[wall].append(1000 * float(np.mean(record["gaps"])))
+        cpu = np.divide(ms["auto"], ms["optuna-gp"])
+        wall = np.divide(ms["auto wall"], ms["gp wall"])
+        print(
+            f"| {name} | {np.median(ms['auto']):.1f} | {np.median(ms['optuna-gp']):.1f} | "
+            f"{np.median(cpu):.3f} [{cpu.min():.3f}, {cpu.max():.3f}] | "
+            f"{np.median(wall):.3f} [{wall.min():.3f}, {wall.max():.3f}] |"
+        )
 
 
 def main() -> None:
@@ -315,13 +353,13 @@ def main() -> None:
     parser.add_argument("--save", type=Path, help="write every run's evaluations as JSON")
     parser.add_argument("--load", type=Path, help="reuse the runs of an earlier --save")
     parser.add_argument("--rerun", nargs="+", default=[], help="algorithms to run again")
-    parser.add_argument("--timing-trials", type=int, default=200)
+    parser.add_argument("--timing-repeats", type=int, default=3)
     parser.add_argument("--no-timing", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.problems = [p for p in args.problems if p in ("branin", "mixed")]
         args.seeds = 5
-    algos = [*args.algos, *(a for a in ANCHORS if a not in args.algos)]
+    algos = args.algos
 
     raw: list[dict[str, Any]] = json.loads(args.load.read_text()) if args.load else []
     raw = [r for r in raw if r["algo"] not in args.rerun]
@@ -334,8 +372,7 @@ def main() -> None:
         if args.save:
             args.save.write_text(json.dumps(raw + new))
 
-    with threadpool_limits(1):
-        raw += run_all(tasks, args.jobs, save)
+    raw += run_all(tasks, args.jobs, save)
     print(f"searched in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     runs = {
         (r["problem"], r["algo"], r["seed"], r["budget"]): r
@@ -346,8 +383,7 @@ def main() -> None:
     report(runs, args.problems, algos)
     goal_table(runs, args.problems)
     if not args.no_timing:
-        with threadpool_limits(1):
-            long_search_times(args.timing_trials)
+        timing(max(BUDGETS), args.timing_repeats)
 
 
 if __name__ == "__main__":

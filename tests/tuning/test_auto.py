@@ -543,7 +543,7 @@ def test_marginal_likelihood_gradient_matches_finite_differences() -> None:
     units[:, 2] = rng.integers(0, 3, 25)
     units[:6, 1] = np.nan  # an inactive conditional label
     embedding = Embedding([0, 0, 3])
-    distances = embedding.squared_distances(units)
+    distances = embedding.squared_distances(units).reshape(3, -1)
     y = rng.standard_normal(25)
     theta = np.array([-0.7, 0.3, 0.1, 0.2, -4.0])
     _, grad = _neg_log_posterior(theta, distances, y, embedding)
