@@ -11,16 +11,17 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from nbopt._imports import renamed
 from nbopt.batching._memory import is_oom_error
-from nbopt.batching._result import BatchSizeResult, Measurement
+from nbopt.batching._result import BatchMeasurement, BatchSizeResult
 from nbopt.errors import ConfigError
+from nbopt.events import Event
 from nbopt.ui import DEFAULT_LOGDIR
-from nbopt.ui.events import Event
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BatchSizeResult", "Measurement", "find_batch_size", "is_oom_error"]
+__all__ = ["BatchMeasurement", "BatchSizeResult", "find_batch_size", "is_oom_error"]
 
 MODES = ("throughput", "max")
 
@@ -45,32 +46,14 @@ def find_batch_size(
 ) -> BatchSizeResult:
     """Find the batch size that runs fastest, or the largest that fits, measured on this machine.
 
-    ``mode="throughput"`` measures samples per second at ``start``, twice that, and so on,
-    until two doublings in a row gain less than 3% (or memory or ``max_batch_size`` is
-    reached), then measures the midpoints around the fastest. At each batch size two warm-up
-    steps are run, then at least five steps (and 0.05 s) are timed; the speed is the batch
-    size over the fastest of them, which, unlike the median, does not move with the load
-    that other processes put on the machine (the median step time is kept in the table).
-    ``mode="max"`` doubles until a batch does not fit, then binary-searches the largest that
-    does. Out-of-memory errors (CUDA, CPU allocator, cuDNN "not supported") are caught by
-    :func:`is_oom_error` and the memory is released before going on.
-
-    On CPU, a Linux process that takes more memory than there is is killed rather than
-    told, so no step is run whose predicted peak memory, plus 10%, exceeds ``memory`` (by
-    default half of the memory available when the search starts, a container's limit
-    included). The peak memory of a step is the process's resident memory at its highest
-    during the step (``VmHWM``, reset before each step through ``/proc/self/clear_refs``),
-    less what the process held when measuring began: after the training copy of the model
-    was made, so its gradients and optimizer state count but its weights do not. On CUDA it
-    is the allocator's ``max_memory_allocated``, likewise. (``tracemalloc`` does not see
-    torch's allocator, and ``ru_maxrss`` never goes down.) The peak of a batch not yet run is
-    predicted from those measured. Where memory cannot be measured (macOS, Windows, MPS),
-    an allocation that does not fit raises instead, and no cap is enforced.
-
-    The model is never changed: inference runs it in eval mode (each module's mode is
-    restored afterwards) under ``torch.inference_mode``; training runs forward, loss, backward
-    and an optimizer step on a deep copy with a throwaway optimizer. Torch's random state is
-    restored too.
+    ``mode="throughput"`` measures samples per second at growing batch sizes until the speed
+    stops improving, then refines around the fastest; ``mode="max"`` finds the largest batch
+    that fits. Out-of-memory errors are caught (:func:`is_oom_error`) and the memory released.
+    On CPU no step predicted to need more than ``memory`` is run (running out of RAM kills a
+    Linux process rather than raising). The model is never changed: inference runs it in eval
+    mode under ``torch.inference_mode``, training runs on a deep copy with a throwaway
+    optimizer, and torch's random state is restored. README's ``%batchsize`` section says how
+    speed and peak memory are measured.
 
     Args:
         model: The ``torch.nn.Module``; batches are moved to the device of its parameters.
@@ -89,8 +72,8 @@ def find_batch_size(
         start: The first batch size tried (default 1, or 2 with ``train=True``: batch norm
             cannot train on a single sample).
         max_batch_size: The largest batch size tried.
-        memory: Cap on the peak memory of a step, measured as above: bytes, or text such
-            as ``"4GB"``.
+        memory: Cap on the peak memory of a step: bytes, or text such as ``"4GB"``; by
+            default half of the memory available when the search starts.
         tolerance: ``result.batch_size`` is the smallest batch whose speed is within this
             share of the fastest (``mode="throughput"``).
         progress: ``"auto"`` (a widget in a notebook, text elsewhere), ``"widget"``,
@@ -124,8 +107,7 @@ def find_batch_size(
     )
     from nbopt.batching._search import BatchSizeSearch
     from nbopt.batching._workload import Batches, Workload
-    from nbopt.ui.reporting import reporting_bus
-    from nbopt.ui.tensorboard import run_name
+    from nbopt.ui.reporting import reporting_bus, run_name
 
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -196,7 +178,7 @@ def _check_sizes(start: int, max_batch_size: int, tolerance: float) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if max_batch_size < start:
-        raise ConfigError(f"max_batch_size ({max_batch_size}) is below start ({start})")
+        raise ConfigError(f"max_batch_size={max_batch_size} is below start={start}")
     if not 0 <= tolerance < 1:
         raise ConfigError(f"tolerance must be in [0, 1), got {tolerance!r}")
 
@@ -205,10 +187,10 @@ def _memory_bytes(memory: int | str | None) -> int | None:
     if memory is None:
         return None
     if isinstance(memory, str):
-        from nbopt.options import Size
+        from nbopt.units import parse_size
 
         try:
-            return Size().parse(memory, {})
+            return parse_size(memory)
         except ValueError as exc:
             raise ConfigError(f"memory: {exc}") from None
     if isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory > 0:
@@ -225,3 +207,9 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Measurement":
+        return renamed("nbopt.batching", name, "BatchMeasurement", BatchMeasurement)
+    raise AttributeError(f"module 'nbopt.batching' has no attribute {name!r}")

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbopt.ui import _format as fmt
+from nbopt.ui import format as fmt
+from nbopt.units import format_bytes, format_rate
 
 OK = "ok"
 OOM = "oom"
@@ -16,7 +17,7 @@ OVER_MEMORY = "over memory"
 
 
 @dataclass(frozen=True)
-class Measurement:
+class BatchMeasurement:
     """One batch size tried.
 
     Attributes:
@@ -80,7 +81,7 @@ class BatchSizeResult:
     mode: str
     train: bool
     device: str
-    measurements: list[Measurement] = field(default_factory=list)
+    measurements: list[BatchMeasurement] = field(default_factory=list)
     tolerance: float = 0.05
     memory_limit: int | None = None
     stop_reason: str = ""
@@ -115,7 +116,7 @@ class BatchSizeResult:
 
     def plot(self) -> Any:
         """A matplotlib figure: samples per second and peak memory against the batch size."""
-        from nbopt.batching._plot import plot_batch_size_result
+        from nbopt.ui.plots.batching import plot_batch_size_result
 
         return plot_batch_size_result(self)
 
@@ -176,7 +177,7 @@ class BatchSizeResult:
         )
 
 
-def fastest_rate(measurements: Sequence[Measurement], batch_size: int) -> float | None:
+def fastest_rate(measurements: Sequence[BatchMeasurement], batch_size: int) -> float | None:
     """Samples per second of ``batch_size``, the faster if measured twice: load from other
     processes only ever slows a step down."""
     rates = [
@@ -187,7 +188,9 @@ def fastest_rate(measurements: Sequence[Measurement], batch_size: int) -> float 
     return max(rates) if rates else None
 
 
-def best_measurement(measurements: Sequence[Measurement], mode: str) -> Measurement | None:
+def best_measurement(
+    measurements: Sequence[BatchMeasurement], mode: str
+) -> BatchMeasurement | None:
     """The fastest measurement (``mode="throughput"``; the smaller batch on a tie) or the
     largest batch that ran (``mode="max"``)."""
     ran = [m for m in measurements if m.ok and m.samples_per_second is not None]
@@ -196,7 +199,9 @@ def best_measurement(measurements: Sequence[Measurement], mode: str) -> Measurem
     return max(ran, key=lambda m: (m.samples_per_second, -m.batch_size), default=None)
 
 
-def chosen_size(measurements: Sequence[Measurement], mode: str, tolerance: float) -> int | None:
+def chosen_size(
+    measurements: Sequence[BatchMeasurement], mode: str, tolerance: float
+) -> int | None:
     """The batch size to use: the largest that ran (``mode="max"``), or the smallest whose
     speed is within ``tolerance`` of the fastest."""
     best = best_measurement(measurements, mode)
@@ -205,21 +210,3 @@ def chosen_size(measurements: Sequence[Measurement], mode: str, tolerance: float
     floor = (1 - tolerance) * (best.samples_per_second or 0.0)
     sizes = sorted({m.batch_size for m in measurements if m.ok})
     return min(s for s in sizes if (fastest_rate(measurements, s) or 0.0) >= floor)
-
-
-def format_bytes(size: float | None) -> str:
-    """``512 B``, ``12.3 MB``, ``1.50 GB`` (decimal units, as ``memory=`` reads them)."""
-    if size is None:
-        return "n/a"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(size) >= scale:
-            value = size / scale
-            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    return f"{size:.0f} B"
-
-
-def format_rate(rate: float | None) -> str:
-    """Samples per second with thousands separators: ``31,250``; ``0.52`` below one."""
-    if rate is None:
-        return "n/a"
-    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.3g}"

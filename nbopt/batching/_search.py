@@ -23,8 +23,6 @@ from typing import Any
 
 import torch
 
-from nbopt.batching import _views  # noqa: F401 - registers how the views show our events
-from nbopt.batching._events import BatchSizeMeasured, BatchSizeStarted
 from nbopt.batching._memory import (
     MemoryMeter,
     is_oom_error,
@@ -36,16 +34,17 @@ from nbopt.batching._result import (
     OK,
     OOM,
     OVER_MEMORY,
+    BatchMeasurement,
     BatchSizeResult,
-    Measurement,
     best_measurement,
     chosen_size,
     fastest_rate,
-    format_bytes,
 )
 from nbopt.batching._workload import Batches, Workload
+from nbopt.batching.events import BatchSizeMeasured, BatchSizeStarted
 from nbopt.errors import ConfigError
-from nbopt.ui.events import EventBus, RunFinished, RunStarted
+from nbopt.events import EventBus, RunFinished, RunStarted
+from nbopt.units import format_bytes
 
 # Steps at each new batch size before timing: the first call at a new shape builds oneDNN
 # primitives, cuDNN plans and (training) the optimizer state. Peak memory is read over these.
@@ -99,7 +98,7 @@ class BatchSizeSearch:
         self.meter = meter
         self.memory_limit = memory_limit
         self.name = name
-        self.measurements: list[Measurement] = []
+        self.measurements: list[BatchMeasurement] = []
         self.stop_reason = ""
         self._levels: dict[int, int] = {}
         self._clock = time.perf_counter()
@@ -230,7 +229,7 @@ class BatchSizeSearch:
 
     # -- measuring one batch size -----------------------------------------------------------
 
-    def _probe(self, size: int, phase: str) -> Measurement:
+    def _probe(self, size: int, phase: str) -> BatchMeasurement:
         self.bus.emit(BatchSizeStarted(size, phase))
         measurement = self._measure(size, phase)
         self.measurements.append(measurement)
@@ -251,7 +250,7 @@ class BatchSizeSearch:
             raise ConfigError(self._does_not_fit(measurement))
         return measurement
 
-    def _measure(self, size: int, phase: str) -> Measurement:
+    def _measure(self, size: int, phase: str) -> BatchMeasurement:
         release_memory(self.device.type)
         try:
             peak, times = self._run_steps(size)
@@ -268,7 +267,7 @@ class BatchSizeSearch:
                 release_memory(self.device.type)
                 self._levels[size] = self.meter.level()
             if times is None:
-                return Measurement(
+                return BatchMeasurement(
                     size,
                     OVER_MEMORY,
                     phase,
@@ -279,7 +278,7 @@ class BatchSizeSearch:
             fastest = max(min(times), 1e-9)
             median = max(statistics.median(times), 1e-9)
             quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [median] * 3
-            return Measurement(
+            return BatchMeasurement(
                 size,
                 OK,
                 phase,
@@ -291,7 +290,7 @@ class BatchSizeSearch:
             )
         # The exception, its traceback and the frames holding the batch are unreachable now.
         release_memory(self.device.type, collect=True)
-        return Measurement(size, OOM, phase, error=error)
+        return BatchMeasurement(size, OOM, phase, error=error)
 
     def _run_steps(self, size: int) -> tuple[int | None, list[float] | None]:
         """Warm up (reading the peak memory), then time steps. Times are None when the peak
@@ -360,7 +359,7 @@ class BatchSizeSearch:
             note += " Batch norm cannot train on one sample: try start=2."
         exc.add_note(note)
 
-    def _does_not_fit(self, measurement: Measurement) -> str:
+    def _does_not_fit(self, measurement: BatchMeasurement) -> str:
         size = measurement.batch_size
         if measurement.status == OVER_MEMORY:
             return (
@@ -394,20 +393,20 @@ class BatchSizeSearch:
         return result
 
 
-def _faster(candidate: Measurement, reference: Measurement) -> bool:
+def _faster(candidate: BatchMeasurement, reference: BatchMeasurement) -> bool:
     """Whether ``candidate`` is faster than ``reference`` by more than _MIN_GAIN."""
     return (candidate.samples_per_second or 0.0) > (reference.samples_per_second or 0.0) * (
         1 + _MIN_GAIN
     )
 
 
-def _gain_per_doubling(smaller: Measurement, larger: Measurement) -> float:
+def _gain_per_doubling(smaller: BatchMeasurement, larger: BatchMeasurement) -> float:
     doublings = math.log2(larger.batch_size / smaller.batch_size)
     ratio = (larger.samples_per_second or 0.0) / (smaller.samples_per_second or 1.0)
     return ratio ** (1 / doublings) - 1 if ratio > 0 else -1.0
 
 
-def _slower(candidate: Measurement, reference: Measurement) -> bool:
+def _slower(candidate: BatchMeasurement, reference: BatchMeasurement) -> bool:
     return (candidate.samples_per_second or 0.0) < (reference.samples_per_second or 0.0) * (
         1 - _MIN_GAIN
     )

@@ -11,39 +11,44 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from nbopt.compress._auto_result import AutoOptimizeResult, LayerSensitivity, PlanTrial
-from nbopt.compress._plans import Plan
-from nbopt.compress._registry import (
-    LOWRANK,
-    PRUNING,
-    QUANTIZATION,
-    Backend,
-    StepContext,
-    StepOutcome,
-)
-from nbopt.compress._result import Change, Measurement, OptimizeResult, StepRecord
+from nbopt._imports import renamed
+from nbopt.compress._plan import Plan
+from nbopt.compress._registry import PRUNING, QUANTIZATION
+from nbopt.compress._result import ModelMeasurement, OptimizeResult, StepRecord
+from nbopt.compress.auto import AutoOptimizeResult, LayerSensitivity, PlanTrial
+from nbopt.compress.report import Change
 from nbopt.errors import ConfigError
+from nbopt.events import Event
 from nbopt.ui import DEFAULT_LOGDIR
-from nbopt.ui.events import Event
 
 __all__ = [
-    "LOWRANK",
-    "PRUNING",
-    "QUANTIZATION",
     "AutoOptimizeResult",
-    "Backend",
     "Change",
     "LayerSensitivity",
-    "Measurement",
+    "ModelMeasurement",
     "OptimizeResult",
     "Plan",
     "PlanTrial",
-    "StepContext",
-    "StepOutcome",
     "StepRecord",
+    "methods",
     "optimize",
     "optimize_auto",
 ]
+
+
+def methods() -> dict[str, dict[str, str]]:
+    """The named methods of each option, with a one-line summary of each:
+    ``{"prune_mode": {"structured": "...", ...}, "quant": {"int8": "...", ...}}``."""
+    return {
+        registry.option: {name: registry.get(name).summary for name in registry.names()}
+        for registry in (PRUNING, QUANTIZATION)
+    }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Measurement":
+        return renamed("nbopt.compress", name, "ModelMeasurement", ModelMeasurement)
+    raise AttributeError(f"module 'nbopt.compress' has no attribute {name!r}")
 
 
 def optimize(
@@ -69,8 +74,11 @@ def optimize(
     Steps run in this order, each only when asked for: prune -> low-rank -> fine-tune ->
     quantize. Every input is checked first; a bad one raises :class:`nbopt.ConfigError` with
     nothing run or changed. The original model is never changed unless ``inplace=True``, and
-    then only after every step has succeeded; an exception in a step (or in ``finetune``)
-    propagates as it is, with the original untouched.
+    then only after every step has succeeded. A step that a library cannot carry out on this
+    model (Torch-Pruning, torchao, torch) raises :class:`nbopt.ConfigError` in one line: which
+    step, what the library said, what to do; an exception of your own code (``finetune``,
+    ``evaluate``) propagates as it is. Either way the original is untouched: nbopt's own
+    calls of it run with its forward hooks suspended and its buffers restored.
 
     Args:
         model: A ``torch.nn.Module``.
@@ -123,37 +131,46 @@ def optimize(
         >>> result.report["params"].ratio < 0.6
         True
     """
-    from nbopt.compress._pipeline import Optimization, plan_steps
-    from nbopt.ui.reporting import reporting_bus
-    from nbopt.ui.tensorboard import run_name
+    from nbopt.compress._pipeline import Optimization
+    from nbopt.ui.reporting import reporting_bus, run_name
 
     if isinstance(prune_ignore, str):
         prune_ignore = [name.strip() for name in prune_ignore.split(",") if name.strip()]
-    steps = plan_steps(
+    plan = Plan(
         prune=prune,
         prune_mode=prune_mode,
-        prune_ignore=prune_ignore,
+        prune_keep=tuple(prune_ignore),
         lowrank=lowrank,
-        finetune=finetune,
         quant=quant,
-        calib=calib,
     )
-    if batch not in (None, "auto"):
-        raise ConfigError(f"batch must be None or 'auto', got {batch!r}")
-    if batch == "auto" and example is None:
-        raise ConfigError("batch='auto' needs example=: the batch to tile to each size")
+    steps = plan.steps(finetune=finetune, calib=calib)
+    if calib is not None and quant != "int8-static":
+        raise ConfigError("calib= is only used by quant=int8-static")
+    _check_batch(batch, example)
     name = run_name("optimize")
     bus = reporting_bus(progress, logdir, callbacks, run=name)
     run = Optimization(
         model,
         steps,
+        finetune=finetune,
         example=example,
         evaluate=evaluate,
         inplace=inplace,
         bus=bus,
         name=name,
     )
-    result = run.run()
+    return _with_batch(run.run(), batch, example, progress, logdir)
+
+
+def _check_batch(batch: str | None, example: Any) -> None:
+    if batch not in (None, "auto"):
+        raise ConfigError(f"batch= must be None or 'auto', got {batch!r}")
+    if batch == "auto" and example is None:
+        raise ConfigError("batch='auto' needs example=: the batch to tile to each size")
+
+
+def _with_batch(result: Any, batch: str | None, example: Any, progress: str, logdir: Any) -> Any:
+    """``result`` with, for ``batch="auto"``, its model's fastest batch size in ``.batch``."""
     if batch == "auto":
         from nbopt.batching import find_batch_size
 
@@ -181,6 +198,7 @@ def optimize_auto(
     study: str | os.PathLike[str] | None = None,
     restart: bool = False,
     seed: int | None = None,
+    batch: str | None = None,
     progress: str = "auto",
     logdir: str | os.PathLike[str] | None = DEFAULT_LOGDIR,
     callbacks: Iterable[Callable[[Event], None]] = (),
@@ -188,28 +206,12 @@ def optimize_auto(
     """Find the smallest or fastest compressed copy of ``model`` whose metric stays within
     ``tolerable_loss`` of the original's.
 
-    It checks every input, then evaluates the original twice (a metric that differs is a
-    :class:`nbopt.ConfigError`: plans could not be compared by it), measures it, and measures
-    how much the metric moves when each layer alone is quantized to int8, and when each group
-    of layers that prune together is pruned by half. Then it searches compression plans on
-    nbopt's tuning engine (:func:`nbopt.tune`: the same study file, live view and TensorBoard
-    logs): structured pruning (fraction, and which of the most sensitive groups to leave
-    whole), low-rank factorisation (spectral energy kept), quantization (dynamic int8, with
-    which of the most sensitive layers to leave in float; ``int8-static`` when ``calib`` is
-    given; bf16 and fp16 casts where the device has fast kernels for them, bf16 also for
-    ``target="size"``). It tries cheap plans first, as Intel Neural
-    Compressor does (int8 alone, keeping in float the layers that break the tolerance on their
-    own, then one more sensitive layer each time it is still outside; each other quantization
-    alone; then pruning 0.3 and 0.5 and low-rank 0.95, each alone and with the quantization
-    that gained most), then lets TPE learn from every trial. A pruned and fine-tuned model is
-    built once and shared by the quantizations tried on it. With ``target="latency"``, the
-    front's models are timed again side by side at the end, and the choice is made on those
-    times (the lowest of many noisy measurements is likely a lucky one).
-
-    Each trial's score, which the search minimises, is its target ratio (new / original) when
-    the metric is within the tolerance, else 10 plus how far outside it is: worse than any plan
-    within, and graded, so the search learns where the boundary lies (a failed trial would
-    teach it nothing). Unstructured pruning is not searched: it gains none of the targets.
+    It checks every input and that ``evaluate`` gives the same number twice, measures how much
+    the metric moves when each layer alone is compressed, then searches plans (structured
+    pruning, low-rank factorisation, int8, int8-static with ``calib``, casts where they are
+    fast) on nbopt's tuning engine, cheap plans first: the same study file, live view and
+    TensorBoard logs as :func:`nbopt.tune`. A plan outside the tolerance ranks behind every
+    plan within it. README's ``%%optimize auto`` section says how the search proceeds.
 
     Args:
         model: A ``torch.nn.Module``; never changed (every plan is built from a copy).
@@ -237,6 +239,8 @@ def optimize_auto(
             its earlier trials are rebuilt from their plans when needed).
         restart: Start the study over.
         seed: Seed of the search, for a reproducible sequence of plans.
+        batch: ``"auto"``: find the chosen model's fastest batch size for inference on
+            ``example`` with :func:`nbopt.find_batch_size`, in ``result.batch``.
         progress: ``"auto"``, ``"widget"``, ``"text"`` or ``"none"``.
         logdir: TensorBoard log directory (one run per trial, as ``%tune``); None for none.
         callbacks: Callables receiving every event of the run.
@@ -264,12 +268,12 @@ def optimize_auto(
         >>> result.chosen.ratio < 0.5 and agreement(result.model) >= 0.95
         True
     """
-    from nbopt.compress._auto import AutoOptimization
-    from nbopt.ui.reporting import reporting_bus
-    from nbopt.ui.tensorboard import run_name
+    from nbopt.compress.auto import AutoOptimization
+    from nbopt.ui.reporting import reporting_bus, run_name
 
     if isinstance(prune_ignore, str):
         prune_ignore = [name.strip() for name in prune_ignore.split(",") if name.strip()]
+    _check_batch(batch, example)
     name = run_name("auto", os.fspath(study) if study is not None else None)
     bus = reporting_bus(progress, logdir, callbacks, run=name)
     run = AutoOptimization(
@@ -292,4 +296,4 @@ def optimize_auto(
         bus=bus,
         name=name,
     )
-    return run.run()
+    return _with_batch(run.run(), batch, example, progress, logdir)

@@ -10,90 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from nbopt._context import reporting_to
-from nbopt.compress import _views  # noqa: F401 - registers how the events are shown and logged
-from nbopt.compress._events import (
+from nbopt.compress._inputs import device_of, eval_mode, set_eval, working_copy
+from nbopt.compress._measure import measure, measure_latency, read_metric
+from nbopt.compress._plan import Step, function_name
+from nbopt.compress._registry import StaticInt8, StepContext, StepOutcome
+from nbopt.compress._result import ModelMeasurement, OptimizeResult, StepRecord
+from nbopt.compress.events import (
     BaselineMeasured,
     FinetuneReported,
     OptimizeFinished,
     StepFinished,
     StepStarted,
 )
-from nbopt.compress._inputs import device_of, eval_mode, set_eval, working_copy
-from nbopt.compress._measure import measure, measure_latency, read_metric
-from nbopt.compress._registry import (
-    LOWRANK,
-    PRUNING,
-    QUANTIZATION,
-    Backend,
-    StaticInt8,
-    StepContext,
-    StepOutcome,
-)
-from nbopt.compress._result import Measurement, OptimizeResult, StepRecord
 from nbopt.errors import ConfigError
-from nbopt.ui.events import EventBus, RunFinished, RunStarted, reporting_failure
-
-
-@dataclass(frozen=True)
-class Step:
-    """A planned step: its kind, label, backend and validated config (for fine-tuning, no
-    backend and the user's function)."""
-
-    kind: str
-    label: str
-    backend: Backend | None = None
-    config: Any = None
-
-
-def plan_steps(
-    *,
-    prune: float | None,
-    prune_mode: str,
-    prune_ignore: Sequence[str],
-    lowrank: float | None,
-    finetune: Callable[..., Any] | None,
-    quant: str | None,
-    calib: Any,
-) -> list[Step]:
-    """The steps to run, in their fixed order; ConfigError for any invalid option."""
-    steps = []
-    pruning = PRUNING.get(prune_mode)
-    if prune is not None:
-        config = pruning.make_config(amount=prune, ignore=tuple(prune_ignore))
-        steps.append(Step("prune", f"prune {prune_mode} {prune:g}", pruning, config))
-    elif prune_ignore:
-        raise ConfigError("prune_ignore= is given without prune=")
-    if lowrank is not None:
-        backend = LOWRANK.get("svd")
-        config = backend.make_config(energy=lowrank)
-        steps.append(Step("lowrank", f"low-rank {lowrank:g}", backend, config))
-    if finetune is not None:
-        if not callable(finetune):
-            raise ConfigError(
-                f"finetune= must be a function of the model, got {type(finetune).__name__}"
-            )
-        steps.append(
-            Step("finetune", f"finetune {_function_name(finetune, 'finetune')}", None, finetune)
-        )
-    if quant is not None:
-        backend = QUANTIZATION.get(quant)
-        steps.append(Step("quant", f"quantize {quant}", backend, backend.make_config(calib=calib)))
-    if calib is not None and not any(isinstance(s.config, StaticInt8) for s in steps):
-        raise ConfigError("calib= is only used by quant=int8-static")
-    return steps
-
-
-def _function_name(function: Any, default: str) -> str:
-    name = getattr(function, "__name__", default)
-    return default if name == "<lambda>" else name
+from nbopt.events import EventBus, RunFinished, RunStarted, reporting_failure
 
 
 class Optimization:
@@ -104,6 +41,7 @@ class Optimization:
         model: Any,
         steps: list[Step],
         *,
+        finetune: Callable[[Any], Any] | None,
         example: Any,
         evaluate: Callable[[Any], Any] | None,
         inplace: bool,
@@ -114,7 +52,7 @@ class Optimization:
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if evaluate is not None and not callable(evaluate):
             raise ConfigError(
-                f"eval= must be a function of the model, got {type(evaluate).__name__}"
+                f"evaluate= must be a function of the model, got {type(evaluate).__name__}"
             )
         if inplace and any(isinstance(s.config, StaticInt8) for s in steps):
             raise ConfigError(
@@ -123,12 +61,16 @@ class Optimization:
             )
         self.original = model
         self.steps = steps
+        self.finetune = finetune
+        self.baseline: ModelMeasurement | None = None
+        self.records: list[StepRecord] = []
+        self._in_step = False
         self.example = example
         self.evaluate = evaluate
         self.inplace = inplace
         self.bus = bus
         self.name = name
-        self.metric_name = _function_name(evaluate, "metric")
+        self.metric_name = function_name(evaluate, "metric")
         self.work: nn.Module = model
         self.context = StepContext(example, device_of(model))
 
@@ -150,21 +92,45 @@ class Optimization:
                 config={"steps": [step.label for step in self.steps]},
             )
         )
-        with reporting_failure(self.bus, "optimize", "the original model is unchanged"):
-            baseline = measure(self.work, self.example, metric=metric)
+        with reporting_failure(
+            self.bus, "optimize", "the original model is unchanged", partial=self._partial
+        ):
+            self.baseline = baseline = measure(self.work, self.example, metric=metric)
             self.bus.emit(BaselineMeasured(baseline, self.metric_name))
-            records: list[StepRecord] = []
             for index, step in enumerate(self.steps, 1):
                 self.bus.emit(StepStarted(index, len(self.steps), step.label))
-                previous = records[-1].after if records else baseline
-                records.append(self._run_step(step))
+                previous = self.records[-1].after if self.records else baseline
+                self.records.append(self._run_step(step))
                 self.bus.emit(
-                    StepFinished(index, records[-1], baseline, previous, self.metric_name)
+                    StepFinished(index, self.records[-1], baseline, previous, self.metric_name)
                 )
-            result = self._finish(baseline, records)
+            result = self._finish(baseline, self.records)
         self.bus.emit(OptimizeFinished(result))
         self.bus.emit(RunFinished("optimize", "done", result.summary(), result=result))
         return result
+
+    def _partial(self) -> OptimizeResult | None:
+        """What finished before an interrupt or an error: the working copy after the steps
+        that ran (the original is unchanged, even with ``inplace=True``)."""
+        if self.baseline is None:
+            return None
+        done = len(self.records)
+        last = self.records[-1].after if self.records else self.baseline
+        note = f"stopped after {done} of {len(self.steps)} steps; the original is unchanged"
+        if self._in_step:
+            # Steps change the working copy in place: cut in the middle of one, it is neither
+            # the last finished stage nor the next.
+            note += "; the working copy was cut in the middle of a step, so .model is None"
+        return OptimizeResult(
+            model=None if self._in_step else self.work,
+            before=self.baseline,
+            after=last,
+            steps=list(self.records),
+            notes=[note],
+            metric_name=self.metric_name,
+            threads=torch.get_num_threads(),
+            device=str(self.context.device),
+        )
 
     def _prepare(self) -> float | None:
         """Copy the model and check every input on the copy; the baseline metric."""
@@ -181,10 +147,13 @@ class Optimization:
 
     def _run_step(self, step: Step) -> StepRecord:
         clock = time.perf_counter()
+        # A fine-tune cut short leaves a model that works; a transformation cut short may not.
+        self._in_step = step.backend is not None
         if step.backend is None:
-            outcome = self._run_finetune(step.config)
+            outcome = self._run_finetune(self.finetune)
         else:
             outcome = step.backend.load()(self.work, step.config, self.context)
+        self._in_step = False
         seconds = time.perf_counter() - clock
         self.work = outcome.model
         set_eval(self.work)
@@ -214,22 +183,26 @@ class Optimization:
         with reporting_to(sink):
             returned = finetune(self.work)
         model = returned if isinstance(returned, nn.Module) else self.work
-        detail = f"{_function_name(finetune, 'finetune')} trained the model"
+        detail = f"{function_name(finetune, 'finetune')} trained the model"
         if reports:
             detail += f" ({reports} reports)"
         return StepOutcome(model, detail)
 
-    def _finish(self, baseline: Measurement, records: list[StepRecord]) -> OptimizeResult:
+    def _finish(self, baseline: ModelMeasurement, records: list[StepRecord]) -> OptimizeResult:
         last = records[-1].after if records else baseline
         before, after = baseline, last
         if self.example is not None:
             # The summary compares the two models side by side, alternating calls, so that a
-            # change in the machine's load during the run does not show as a speed-up.
+            # change in the machine's load during the run does not show as a speed-up. The
+            # original runs with its hooks suspended and its buffers restored afterwards.
             with eval_mode(self.original):
                 first, second = measure_latency([self.original, self.work], self.example)
             before = dataclasses.replace(baseline, latency_s=first)
             after = dataclasses.replace(last, latency_s=second)
         notes = list(dict.fromkeys(note for record in records for note in record.notes))
+        slower = _slowdown(before, after, baseline, records)
+        if slower:
+            notes.insert(0, slower)
         model = self.work
         if self.inplace:
             _become(self.original, self.work)
@@ -244,6 +217,46 @@ class Optimization:
             threads=torch.get_num_threads(),
             device=str(self.context.device),
         )
+
+
+# A latency ratio above this is reported as a slowdown (below it, timing noise can explain it).
+SLOWDOWN = 1.05
+# Why a step of each kind can make a model slower, when its own notes do not say.
+_LIKELY_CAUSE = {
+    "quant": (
+        "dynamic int8 quantizes the activations at every call, which costs more than it saves "
+        "on small layers (recurrent layers, narrow Linear layers); static int8 is fast only "
+        "once compiled (torch.compile with Inductor); float16 and bfloat16 need hardware with "
+        "fast kernels for them"
+    ),
+    "prune": "pruned layers whose widths no longer suit the hardware's kernels",
+    "lowrank": "two thin layers can cost more calls than the one layer they replace",
+}
+
+
+def _slowdown(
+    before: ModelMeasurement,
+    after: ModelMeasurement,
+    baseline: ModelMeasurement,
+    records: list[StepRecord],
+) -> str | None:
+    """A note when the optimised model is slower than the original: which steps made it
+    slower (each step's own latency against the stage before it), and the likely cause."""
+    if not before.latency_s or after.latency_s is None:
+        return None
+    ratio = after.latency_s / before.latency_s
+    if ratio <= SLOWDOWN:
+        return None
+    culprits = []
+    previous = baseline
+    for record in records:
+        own = record.after.latency_s, previous.latency_s
+        if own[0] and own[1] and own[0] / own[1] > SLOWDOWN:
+            cause = "see its note" if record.notes else _LIKELY_CAUSE.get(record.kind, "")
+            culprits.append(f"{record.label} ({own[0] / own[1]:.2f}x: {cause})")
+        previous = record.after
+    which = "; ".join(culprits) or "no single step (each was within timing noise)"
+    return f"the optimised model is {ratio:.2f}x slower than the original here: {which}"
 
 
 def _become(original: nn.Module, optimised: nn.Module) -> None:

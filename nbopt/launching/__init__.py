@@ -9,12 +9,24 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from nbopt.errors import ConfigError
+from nbopt.events import Event
 from nbopt.launching._cell import ExportedScript, export_cell, launch_cell
 from nbopt.launching._errors import LaunchError, LaunchTimeout
+from nbopt.launching._result import LaunchResult, RankOutcome
 from nbopt.ui import DEFAULT_LOGDIR
-from nbopt.ui.events import Event
 
-__all__ = ["ExportedScript", "LaunchError", "LaunchTimeout", "export_cell", "launch", "launch_cell"]
+__all__ = [
+    "ExportedScript",
+    "LaunchError",
+    "LaunchResult",
+    "LaunchTimeout",
+    "RankOutcome",
+    "export_cell",
+    "launch",
+    "launch_cell",
+    "run_job",
+]
 
 
 def launch(
@@ -61,8 +73,8 @@ def launch(
         progress: ``"auto"`` (a widget in a notebook, text elsewhere), ``"widget"``,
             ``"text"`` or ``"none"``.
         logdir: TensorBoard log directory for the ranks' reports; None for no logs.
-        callbacks: Callables that receive every event of the job (:mod:`nbopt.ui.events`,
-            :mod:`nbopt.launching._events`).
+        callbacks: Callables that receive every event of the job (:mod:`nbopt.events`,
+            :mod:`nbopt.launching.events`).
 
     Returns:
         What ``fn`` returned in rank 0, copied into this process: a model comes back with its
@@ -84,17 +96,33 @@ def launch(
         >>> launch(world_size, num_processes=2, progress="none", logdir=None)
         2
     """
+    job = {"num_processes": num_processes, "mixed_precision": mixed_precision, "cpu": cpu}
+    job.update(timeout=timeout, all_ranks=all_ranks)
+    return run_job(fn, args, progress=progress, logdir=logdir, callbacks=callbacks, **job).value
+
+
+def run_job(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    *,
+    progress: str = "auto",
+    logdir: str | os.PathLike[str] | None = DEFAULT_LOGDIR,
+    callbacks: Iterable[Callable[[Event], None]] = (),
+    **job: Any,
+) -> LaunchResult:
+    """:func:`launch`, returning the job's :class:`LaunchResult` (rank 0's value in ``.value``);
+    ``job`` holds launch's other options (``num_processes``, ``mixed_precision`` ...)."""
     from nbopt.launching._job import Job
     from nbopt.launching._plan import plan_job
     from nbopt.ui.reporting import reporting_bus
 
     if not callable(fn):
-        from nbopt.errors import ConfigError
-
         raise ConfigError(f"launch() needs a function to run, got {type(fn).__name__}")
-    plan = plan_job(num_processes, mixed_precision, cpu, timeout, all_ranks)
+    plan = plan_job(**job)
     bus = reporting_bus(progress, logdir, callbacks)
     try:
-        return Job(fn, args, plan, bus).run()
+        runner = Job(fn, args, plan, bus)
+        runner.run()
+        return runner.result
     finally:
         bus.close()

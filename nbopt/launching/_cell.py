@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nbopt.errors import ConfigError
+from nbopt.launching._result import LaunchResult
 
 CELL_FILENAME = "<%%accelerate cell>"
 
@@ -25,7 +26,7 @@ def launch_cell(
     *,
     outputs: Iterable[str] = (),
     **options: Any,
-) -> dict[str, Any]:
+) -> LaunchResult:
     """Run ``source`` in every rank of a job, in the rank's copy of ``namespace``.
 
     This is what ``%%accelerate`` does. Each rank executes the cell with the notebook's
@@ -42,15 +43,18 @@ def launch_cell(
             ``logdir``, ``callbacks``).
 
     Returns:
-        The ``outputs`` as a dict of name to rank 0's value.
+        The job's :class:`LaunchResult`; ``.variables`` holds the ``outputs``, name to rank
+        0's value.
 
     Example:
         >>> from nbopt.launching import launch_cell
         >>> cell = "from accelerate import Accelerator\\nworld = Accelerator().num_processes"
-        >>> launch_cell(cell, {}, outputs=["world"], num_processes=2, progress="none", logdir=None)
+        >>> job = launch_cell(cell, {}, outputs=["world"], num_processes=2, progress="none",
+        ...                   logdir=None)
+        >>> job.variables
         {'world': 2}
     """
-    from nbopt.launching import launch
+    from nbopt.launching import run_job
 
     names = tuple(outputs)
     code = compile(source, CELL_FILENAME, "exec")  # a SyntaxError shows here, before any fork
@@ -62,10 +66,12 @@ def launch_cell(
         exec(code, namespace)
         missing = [name for name in names if name not in namespace]
         if missing:
-            raise NameError(f"out=: the cell did not define {', '.join(missing)}")
+            raise NameError(f"copy_back=: the cell did not define {', '.join(missing)}")
         return {name: namespace[name] for name in names}
 
-    return launch(run_cell, **options)
+    result = run_job(run_cell, (), **options)
+    result.variables, result.value = result.value, None
+    return result
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbopt.launching._worker import WORKER_FRAME
-from nbopt.ui import _format as fmt
+from nbopt.ui import format as fmt
 
 # An exception's message in one-line summaries (its traceback keeps it whole).
 _MESSAGE_CHARS = 160

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from nbopt.launching import _views  # noqa: F401 - registers how the job's events are shown
+from nbopt.events import EventBus, RunFinished, RunStarted
 from nbopt.launching._errors import (
     Failure,
     LaunchError,
@@ -30,13 +30,13 @@ from nbopt.launching._errors import (
     timeout_error,
     unloadable_result,
 )
-from nbopt.launching._events import DONE, FAILED, STOPPED, RankFinished, RankStepReported
 from nbopt.launching._plan import JobPlan, free_port
 from nbopt.launching._relay import Relay
+from nbopt.launching._result import LaunchResult, RankOutcome
 from nbopt.launching._worker import RankSetup, run_rank, unpack_result
-from nbopt.ui import _format as fmt
-from nbopt.ui.events import EventBus, RunFinished, RunStarted
-from nbopt.ui.tensorboard import run_name
+from nbopt.launching.events import DONE, FAILED, STOPPED, RankFinished, RankStepReported
+from nbopt.ui import format as fmt
+from nbopt.ui.reporting import run_name
 
 # After a first failure, how long to keep listening so that the rank that failed first is the
 # one named (a rank blocked in a collective fails too, a moment later).
@@ -81,6 +81,7 @@ class Job:
         self.failures: list[Failure] = []
         self._started = time.monotonic()
         self._stopping = False
+        self.outcomes: dict[int, RankOutcome] = {}
 
     def run(self) -> Any:
         plan = self.plan
@@ -110,14 +111,14 @@ class Job:
         except BaseException as exc:
             self._stop()
             interrupted = isinstance(exc, KeyboardInterrupt)
-            self._finish(
-                "interrupted" if interrupted else "failed",
-                "every rank was stopped" if interrupted else repr(exc),
-            )
+            message = "every rank was stopped" if interrupted else repr(exc)
+            self._finish("interrupted" if interrupted else "failed", message)
             raise
         finally:
             self._close()
+        status = "failed"
         if timed_out:
+            status = "timed out"
             error: LaunchError = timeout_error(plan.timeout or 0, dumps)
         elif self.failures:
             stopped = [rank.number for rank in self.ranks if rank.status == STOPPED]
@@ -129,9 +130,9 @@ class Job:
                 error = unloadable_result(exc)
             else:
                 ranks = "1 rank" if plan.num_processes == 1 else f"{plan.num_processes} ranks"
-                self._finish("done", f"{ranks} finished in {self._elapsed()}")
+                self._finish("done", f"{ranks} finished in {self._elapsed()}", value)
                 return value
-        self._finish("failed", error.summary)
+        self._finish(status, error.summary)
         raise error
 
     def _start_ranks(self) -> None:
@@ -246,7 +247,7 @@ class Job:
             return
         if rank.reported or self._stopping:
             rank.status = DONE if rank.reported else STOPPED
-            self.bus.emit(RankFinished(rank.number, rank.status, self._seconds(), rank.last_report))
+            self._rank_finished(rank.number, rank.status, rank.last_report)
             return
         self._fail(rank, crashed(rank.number, rank.process.exitcode, rank.relays[1].tail))
 
@@ -255,7 +256,7 @@ class Job:
             return
         rank.status = FAILED
         self.failures.append(failure)
-        self.bus.emit(RankFinished(rank.number, FAILED, self._seconds(), failure.summary))
+        self._rank_finished(rank.number, FAILED, failure.summary)
 
     def _stack_dumps(self) -> dict[int, str]:
         """Where each unfinished rank is: its Python stacks, dumped by faulthandler."""
@@ -285,9 +286,7 @@ class Job:
                 rank.exited = True
             if rank.status == "running":
                 rank.status = DONE if rank.reported else STOPPED
-                self.bus.emit(
-                    RankFinished(rank.number, rank.status, self._seconds(), rank.last_report)
-                )
+                self._rank_finished(rank.number, rank.status, rank.last_report)
 
     def _drain(self) -> None:
         """Relay the last output still in the pipes."""
@@ -307,8 +306,23 @@ class Job:
             for relay in rank.relays:
                 relay.close()
 
-    def _finish(self, status: str, message: str) -> None:
-        self.bus.emit(RunFinished(kind="accelerate", status=status, message=message))
+    def _finish(self, status: str, message: str, value: Any = None) -> None:
+        self.result = LaunchResult(
+            status=status,
+            num_processes=self.plan.num_processes,
+            device=self.plan.device,
+            mixed_precision=self.plan.mixed_precision,
+            seconds=self._seconds(),
+            ranks=[self.outcomes[number] for number in sorted(self.outcomes)],
+            value=value,
+            error=None if status == "done" else message,
+        )
+        self.bus.emit(RunFinished("accelerate", status, message, self.result))
+
+    def _rank_finished(self, rank: int, status: str, detail: str) -> None:
+        outcome = RankOutcome(rank, status, self._seconds(), detail)
+        self.outcomes[rank] = outcome
+        self.bus.emit(RankFinished(rank, status, outcome.seconds, detail))
 
     def _seconds(self) -> float:
         return time.monotonic() - self._started

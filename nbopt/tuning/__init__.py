@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from nbopt.errors import ConfigError
+from nbopt.events import Event
 from nbopt.space import contains_dimension, is_hyperopt_expression
 from nbopt.tuning._algorithms import (
     ALGORITHMS,
@@ -20,17 +21,25 @@ from nbopt.tuning._algorithms import (
     trial_doc,
     vals_key,
 )
+from nbopt.tuning._cell import CellObjective
 from nbopt.tuning._result import TuneResult
-from nbopt.tuning._trial import Trial
+from nbopt.tuning._stopping import STOP_RULES, AshaStopper, MedianStopper, Stopper
+from nbopt.tuning._trial import Trial, TrialState
 from nbopt.ui import DEFAULT_LOGDIR
-from nbopt.ui.events import Event
 
 __all__ = [
     "ALGORITHMS",
+    "BACKENDS",
+    "STOP_RULES",
     "Algorithm",
+    "AshaStopper",
+    "CellObjective",
+    "MedianStopper",
     "SearchContext",
+    "Stopper",
     "Suggest",
     "Trial",
+    "TrialState",
     "TuneResult",
     "trial_doc",
     "tune",
@@ -58,7 +67,7 @@ def tune(
     study: str | os.PathLike[str] | None = None,
     restart: bool = False,
     deterministic: bool = True,
-    stop: str = "none",
+    stop: str | Stopper = "none",
     stop_warmup: int = 0,
     stop_min_trials: int = 5,
     rung: int = 1,
@@ -98,8 +107,9 @@ def tune(
             than the median of earlier trials at the same step, from step ``stop_warmup`` on
             and once ``stop_min_trials`` trials reported that step) or ``"asha"`` (successive
             halving: at rungs of ``rung``, 3x``rung``, 9x``rung`` ... steps, keep only the best
-            third). ``report`` then raises :class:`nbopt.TrialStopped` out of the objective; the
-            trial is recorded as ``stopped`` with its last value, which the search learns from.
+            third), or a :class:`Stopper` of your own. ``report`` then raises
+            :class:`nbopt.TrialStopped` out of the objective; the trial is recorded as
+            ``stopped`` with its last value, which the search learns from.
         stop_warmup: Steps before the median rule may stop a trial.
         stop_min_trials: Trials that must have reported a step before the median rule judges it.
         rung: Steps to ASHA's first rung.
@@ -126,17 +136,20 @@ def tune(
         >>> len(result.trials)
         10
     """
-    from nbopt.tuning import _views  # noqa: F401 - how a search is shown and logged
     from nbopt.tuning._objective import bind_objective
     from nbopt.tuning._search import Search
     from nbopt.tuning._stopping import StopSettings
-    from nbopt.ui.reporting import reporting_bus
-    from nbopt.ui.tensorboard import run_name
+    from nbopt.ui.reporting import reporting_bus, run_name
 
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
     if parallel < 1:
         raise ConfigError(f"parallel must be at least 1, got {parallel}")
+    if isinstance(stop, Stopper) and backend != "local":
+        raise ConfigError(
+            "stop= with a Stopper object runs on the local backend; on Ray use stop='median' "
+            "or stop='asha', which map onto Ray's own schedulers"
+        )
     keys = _space_keys(space)
     call = bind_objective(objective, keys)
     stop_settings = StopSettings(stop, stop_warmup, stop_min_trials, rung)

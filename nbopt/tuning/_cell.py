@@ -17,8 +17,9 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from nbopt.errors import ConfigError
+from nbopt.events import Event
 from nbopt.space import SPACE_FUNCTIONS, Dimension
-from nbopt.ui.events import Event, TrialFinished
+from nbopt.tuning.events import TrialFinished
 
 _cell_counter = itertools.count(1)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from nbopt._numbers import as_number
 from nbopt.errors import ConfigError, did_you_mean
 
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -95,23 +95,3 @@ def read_metric(result: Any, metric: str | None) -> tuple[float, dict[str, float
     if not math.isfinite(value):
         raise ValueError(f"objective returned {value}")
     return value, extras
-
-
-def as_number(value: Any) -> float | None:
-    """A real number from a Python, NumPy or one-element tensor value; None otherwise."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, numbers.Real):
-        return float(value)
-    item = getattr(value, "item", None)  # NumPy scalars and one-element tensors
-    size = getattr(value, "size", None)
-    numel = getattr(value, "numel", None)
-    one_element = (callable(numel) and numel() == 1) or size == 1
-    if callable(item) and one_element:
-        try:
-            number = item()
-        except (TypeError, ValueError, RuntimeError):
-            return None
-        if isinstance(number, numbers.Real) and not isinstance(number, bool):
-            return float(number)
-    return None

@@ -29,13 +29,14 @@ from typing import Any
 from nbopt._context import reporting_to
 from nbopt._imports import optional_import
 from nbopt.errors import user_traceback
+from nbopt.events import StepReported
 from nbopt.tuning._objective import read_metric
 from nbopt.tuning._proposer import Proposal
 from nbopt.tuning._ray_send import check_sendable
 from nbopt.tuning._result import TuneResult
 from nbopt.tuning._search import Search
-from nbopt.tuning._trial import FAILED, INTERRUPTED, OK, STOPPED, Trial
-from nbopt.ui.events import StepReported, TrialStarted
+from nbopt.tuning._trial import Trial, TrialState
+from nbopt.tuning.events import TrialStarted
 
 _OBJECTIVE = "nbopt_objective"  # the value in "lower is better" form, for Ray's schedulers
 _STEP = "nbopt_step"
@@ -105,11 +106,11 @@ def _fit(
             tuner.fit()
         except BaseException:
             for number in list(bridge.pending):
-                bridge.end(number, INTERRUPTED)
+                bridge.end(number, TrialState.INTERRUPTED)
             search.finish("failed")
             raise
     for number in list(bridge.pending):
-        bridge.end(number, INTERRUPTED)
+        bridge.end(number, TrialState.INTERRUPTED)
     if bridge.interrupted:
         search.finish("interrupted")
         raise KeyboardInterrupt
@@ -288,9 +289,9 @@ class _Bridge:
             record.value = last.get("nbopt_value")
             record.metrics.update(last.get("nbopt_metrics", {}))
             record.error, record.traceback = last.get("nbopt_error"), last.get("nbopt_traceback")
-            status = FAILED if record.error else OK
+            status = TrialState.FAILED if record.error else TrialState.OK
         else:  # ended by the scheduler after a report
-            status = STOPPED
+            status = TrialState.STOPPED
             record.value = record.intermediate[-1][1] if record.intermediate else None
         record.duration = last.get("nbopt_duration", time.time() - record.started)
         self.end(number, status)
@@ -301,9 +302,9 @@ class _Bridge:
         record = self.pending[number][1]
         record.error = f"RayTrialError: {_ray_error_text(trial)}"
         record.duration = time.time() - record.started if record.started else 0.0
-        self.end(number, FAILED)
+        self.end(number, TrialState.FAILED)
 
-    def end(self, number: int, status: str) -> None:
+    def end(self, number: int, status: TrialState) -> None:
         proposal, record = self.pending.pop(number)
         record.status = status
         self.search.proposer.tell(proposal, record)

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nbopt.tuning._trial import FAILED, STOPPED, Trial
-from nbopt.ui import _format as fmt
-from nbopt.ui._format import param_items
+from nbopt.tuning._trial import Trial, TrialState
+from nbopt.ui import format as fmt
+from nbopt.ui.format import param_items
 
 
 def best_trial(trials: Sequence[Trial], mode: str) -> Trial | None:
@@ -58,7 +58,7 @@ class TuneResult:
 
     @property
     def n_failed(self) -> int:
-        return sum(1 for t in self.trials if t.status == FAILED)
+        return sum(1 for t in self.trials if t.status == TrialState.FAILED)
 
     def to_dataframe(self) -> Any:
         """One row per trial: number, status, value, duration, ``params_<name>``, error."""
@@ -80,14 +80,14 @@ class TuneResult:
 
     def plot(self) -> Any:
         """A matplotlib figure: optimisation history and parameter importance."""
-        from nbopt.ui.plots import plot_tune_result
+        from nbopt.ui.plots.tuning import plot_tune_result
 
         return plot_tune_result(self)
 
     def summary(self) -> str:
         """``40 trials (2 failed, 5 stopped)``, saying so when the run did not complete."""
         finished = [t for t in self.trials if t.finished]
-        stopped = sum(1 for t in finished if t.status == STOPPED)
+        stopped = sum(1 for t in finished if t.status == TrialState.STOPPED)
         extra = [
             f"{n} {what}" for n, what in ((self.n_failed, "failed"), (stopped, "stopped")) if n
         ]

@@ -16,21 +16,15 @@ from typing import Any
 
 from nbopt._context import reporting_to
 from nbopt.errors import ConfigError, TrialStopped, TuneError, user_traceback
+from nbopt.events import EventBus, RunFinished, RunStarted, StepReported
 from nbopt.tuning._algorithms import Algorithm, get_algorithm
 from nbopt.tuning._objective import read_metric
 from nbopt.tuning._proposer import Proposal, Proposer
 from nbopt.tuning._result import TuneResult
 from nbopt.tuning._stopping import StopSettings
 from nbopt.tuning._study import StudyFile, StudyHeader
-from nbopt.tuning._trial import FAILED, INTERRUPTED, OK, STOPPED, Trial
-from nbopt.ui.events import (
-    EventBus,
-    RunFinished,
-    RunStarted,
-    StepReported,
-    TrialFinished,
-    TrialStarted,
-)
+from nbopt.tuning._trial import Trial, TrialState
+from nbopt.tuning.events import TrialFinished, TrialStarted
 
 DEFAULT_MAX_EVALS = 20
 
@@ -82,10 +76,16 @@ class Search:
             deterministic=deterministic,
             mode=mode,
         )
+        size = self.proposer.size
         if max_evals is None and timeout is None:
-            size = self.proposer.size
             max_evals = size if self.algo == "grid" and size else DEFAULT_MAX_EVALS
         self.max_evals = max_evals
+        self.notes: list[str] = []
+        if deterministic and size is not None and max_evals is not None and max_evals > size:
+            self.notes.append(
+                f"the space has {size} configurations, so the search ends after {size} trials "
+                f"(max_evals={max_evals}; deterministic=False would repeat configurations)"
+            )
         self.trials: list[Trial] = []
         self.n_finished = self._n_failed = 0
         self.best: Trial | None = None
@@ -124,7 +124,8 @@ class Search:
                 mode=self.mode,
                 name=self.name,
                 columns=("trial", self.header.metric, "best", "params", "time"),
-                config={"algo": self.algo, "backend": backend, "stop": self.stop.rule},
+                config={"algo": self.algo, "backend": backend, "stop": self.stop.name},
+                notes=tuple(self.notes),
             )
         )
 
@@ -153,9 +154,9 @@ class Search:
         self.status = status
         seconds = time.perf_counter() - self._started
         result = self.result
-        self.bus.emit(RunFinished("tune", status, _summary(self, seconds), self.best, result))
+        self.bus.emit(RunFinished("tune", status, _summary(self, seconds), result))
         if status == "done" and not any(trial.usable for trial in self.trials):
-            failed = [trial for trial in self.trials if trial.status == FAILED]
+            failed = [trial for trial in self.trials if trial.status == TrialState.FAILED]
             if failed:
                 raise TuneError(
                     f"all {len(failed)} trials failed; the first one raised:\n{failed[0].traceback}"
@@ -170,7 +171,7 @@ class Search:
         self.trials.append(trial)
         if trial.finished:
             self.n_finished += 1
-            self._n_failed += trial.status == FAILED
+            self._n_failed += trial.status == TrialState.FAILED
         if trial.usable and (
             self.best is None or self._signed(trial.value) < self._signed(self.best.value)
         ):
@@ -241,15 +242,15 @@ class Search:
                 raw = call(proposal.params)
             trial.value, extras = read_metric(raw, self.metric)
             trial.metrics.update(extras)
-            trial.status = OK
+            trial.status = TrialState.OK
         except TrialStopped as stop:
-            trial.status, trial.value = STOPPED, stop.value
+            trial.status, trial.value = TrialState.STOPPED, stop.value
         except KeyboardInterrupt:
-            trial.status = INTERRUPTED
+            trial.status = TrialState.INTERRUPTED
             self._end_trial(trial, proposal, clock)
             raise
         except Exception as exc:
-            trial.status = FAILED
+            trial.status = TrialState.FAILED
             trial.error = f"{type(exc).__name__}: {exc}"
             trial.traceback = user_traceback(exc)
         self._end_trial(trial, proposal, clock)

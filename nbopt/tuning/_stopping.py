@@ -21,33 +21,64 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nbopt.errors import ConfigError
-from nbopt.tuning._trial import Trial
+from nbopt.tuning._trial import Trial, TrialState
 
 STOP_RULES = ("none", "median", "asha")
 
 
 class Stopper(abc.ABC):
-    """Decides whether a running trial should stop; values are compared in ``mode``."""
+    """Decides whether a running trial should stop, like Optuna's ``BasePruner``.
 
-    def __init__(self, mode: str) -> None:
-        self.sign = 1.0 if mode == "min" else -1.0
+    Subclass it and pass an instance as ``tune(stop=...)`` to stop trials by a rule of your
+    own; the search sets :attr:`mode` to its own before the first trial.
+
+    Example:
+        >>> class AboveOne(Stopper):
+        ...     def should_stop(self, trial, history):
+        ...         return self.sign * trial.intermediate[-1][1] > 1.0
+        >>> import nbopt
+        >>> def train(lr):
+        ...     for step in range(3):
+        ...         nbopt.report(step, lr * 10)
+        ...     return lr
+        >>> result = nbopt.tune(train, {"lr": nbopt.uniform(0, 1)}, stop=AboveOne(), seed=0,
+        ...                     max_evals=5, progress="none", logdir=None)
+        >>> all(t.status == "stopped" for t in result.trials if t.value > 0.1)
+        True
+    """
+
+    def __init__(self, mode: str = "min") -> None:
+        self.mode = mode
+
+    @property
+    def sign(self) -> float:
+        """1 when lower values are better (``mode="min"``), -1 otherwise."""
+        return 1.0 if self.mode == "min" else -1.0
 
     @abc.abstractmethod
     def should_stop(self, trial: Trial, history: Sequence[Trial]) -> bool:
-        """``trial.intermediate`` ends with the report just made; ``history`` is finished trials."""
+        """Whether ``trial`` should stop now.
+
+        Args:
+            trial: The running trial; ``trial.intermediate`` ends with the report just made.
+            history: The study's finished trials that reported intermediate values.
+        """
 
 
 @dataclass(frozen=True)
 class StopSettings:
-    """The ``stop=`` options, shared by the local and the Ray backends."""
+    """The ``stop=`` options, shared by the local and the Ray backends: a rule's name and its
+    settings, or a :class:`Stopper` of the user's own (local backend only)."""
 
-    rule: str = "none"
+    rule: str | Stopper = "none"
     warmup: int = 0
     min_trials: int = 5
     rung: int = 1
     factor: int = 3
 
     def __post_init__(self) -> None:
+        if isinstance(self.rule, Stopper):
+            return
         if self.rule not in STOP_RULES:
             raise ConfigError(
                 f"unknown stop rule {self.rule!r}; known rules: {', '.join(STOP_RULES)}"
@@ -60,7 +91,15 @@ class StopSettings:
         if self.factor < 2:
             raise ConfigError(f"the reduction factor must be >= 2, got {self.factor}")
 
+    @property
+    def name(self) -> str:
+        """The rule's name, or the class name of a user's own stopper."""
+        return self.rule if isinstance(self.rule, str) else type(self.rule).__name__
+
     def stopper(self, mode: str) -> Stopper | None:
+        if isinstance(self.rule, Stopper):
+            self.rule.mode = mode
+            return self.rule
         builders: dict[str, Callable[[], Stopper]] = {
             "median": lambda: MedianStopper(mode, self.warmup, self.min_trials),
             "asha": lambda: AshaStopper(mode, self.rung, self.factor),
@@ -69,7 +108,11 @@ class StopSettings:
 
 
 class MedianStopper(Stopper):
-    def __init__(self, mode: str, warmup: int = 0, min_trials: int = 5) -> None:
+    """``stop="median"``: stop a trial whose best value so far is worse than the median of
+    the earlier trials' values at the same step (from step ``warmup`` on, once ``min_trials``
+    trials reported that step)."""
+
+    def __init__(self, mode: str = "min", warmup: int = 0, min_trials: int = 5) -> None:
         super().__init__(mode)
         self.warmup = warmup
         self.min_trials = min_trials
@@ -81,7 +124,7 @@ class MedianStopper(Stopper):
         others = [
             value
             for past in history
-            if past.status == "ok"
+            if past.status == TrialState.OK
             for past_step, value in past.intermediate
             if past_step == step
         ]
@@ -92,7 +135,10 @@ class MedianStopper(Stopper):
 
 
 class AshaStopper(Stopper):
-    def __init__(self, mode: str, rung: int = 1, factor: int = 3) -> None:
+    """``stop="asha"``: at rungs of ``rung``, ``rung * factor``, ... steps, a trial goes on
+    only if its value is in the best ``1/factor`` of the earlier trials' there."""
+
+    def __init__(self, mode: str = "min", rung: int = 1, factor: int = 3) -> None:
         super().__init__(mode)
         self.rung = rung
         self.factor = factor

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-OK = "ok"
-FAILED = "failed"
-STOPPED = "stopped"
-INTERRUPTED = "interrupted"
-STATUSES = (OK, FAILED, STOPPED, INTERRUPTED)
-# Statuses that count as an evaluation (towards max_evals) and are shown to the search.
-FINISHED = (OK, FAILED, STOPPED)
+
+class TrialState(str, enum.Enum):
+    """How a trial ended. A ``str`` enum: it compares equal to, and is stored as, its value."""
+
+    OK = "ok"
+    FAILED = "failed"
+    STOPPED = "stopped"  # ended early by stop=, with its last reported value
+    INTERRUPTED = "interrupted"  # cut by a kernel interrupt; not counted
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+    @property
+    def finished(self) -> bool:
+        """True if a trial in this state counts as an evaluation (towards ``max_evals``)."""
+        return self is not TrialState.INTERRUPTED
+
+    @property
+    def usable(self) -> bool:
+        """True if a trial in this state has a value the search learns from."""
+        return self in (TrialState.OK, TrialState.STOPPED)
 
 
 @dataclass
@@ -25,8 +42,8 @@ class Trial:
         params: The configuration the objective was called with.
         value: The metric it returned (as the user sees it, not negated for ``mode=max``);
             for a stopped trial, its last reported value; None if it failed.
-        status: ``"ok"``, ``"failed"``, ``"stopped"`` (ended early by ``stop=``) or
-            ``"interrupted"`` (cut by a kernel interrupt; not counted).
+        status: A :class:`TrialState`: ``ok``, ``failed``, ``stopped`` (ended early by
+            ``stop=``) or ``interrupted`` (cut by a kernel interrupt; not counted).
         error: ``"TypeError: message"`` for a failed trial.
         traceback: The formatted traceback of a failed trial.
         duration: Seconds spent in the objective.
@@ -38,7 +55,7 @@ class Trial:
     number: int
     params: dict[str, Any]
     value: float | None = None
-    status: str = OK
+    status: TrialState = TrialState.OK
     error: str | None = None
     traceback: str | None = None
     duration: float = 0.0
@@ -50,17 +67,17 @@ class Trial:
     @property
     def finished(self) -> bool:
         """True if the trial counts as an evaluation (ok, failed or stopped)."""
-        return self.status in FINISHED
+        return TrialState(self.status).finished
 
     @property
     def usable(self) -> bool:
         """True if the trial has a value the search can learn from (ok or stopped)."""
-        return self.status in (OK, STOPPED) and self.value is not None
+        return TrialState(self.status).usable and self.value is not None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "number": self.number,
-            "status": self.status,
+            "status": TrialState(self.status).value,
             "value": _finite_or_none(self.value),
             "params": jsonable(self.params),
             "vals": jsonable(self.vals),
@@ -77,9 +94,10 @@ class Trial:
         """Read a trial record; raises ValueError for one that does not have the right shape."""
         if not isinstance(data, dict):
             raise ValueError(f"a trial record must be an object, got {type(data).__name__}")
-        status = data.get("status")
-        if status not in STATUSES:
-            raise ValueError(f"unknown trial status {status!r}")
+        try:
+            status = TrialState(data.get("status"))
+        except ValueError:
+            raise ValueError(f"unknown trial status {data.get('status')!r}") from None
         value = _optional_number(data, "value")
         return cls(
             number=_integer(data.get("number"), "number"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import time
 
-from nbopt.ui import _format as fmt
+from nbopt.ui import format as fmt
 from nbopt.ui.progress import ProgressReporter
 
 _BAR_STYLE = {"running": "info", "done": "success", "interrupted": "danger", "failed": "danger"}

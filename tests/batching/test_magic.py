@@ -60,7 +60,7 @@ def test_make_batch_builds_the_batches(shell, cell) -> None:
             r"'nett' is not defined in the notebook \(did you mean net\?\)",
         ),
         ("%batchsize x example=x", "'x' is a Tensor, not an nn.Module"),
-        ("%batchsize net example=x start=64 max=8", r"max_batch_size \(8\) is below start \(64\)"),
+        ("%batchsize net example=x start=64 max=8", "max=8 is below start=64"),
         ("%batchsize net example=scalar", "example has no batch dimension"),
         ("%batchsize net example=x loss=loss_fn", "loss= is for training steps: add train=True"),
         ("%batchsize net example=x mode=fast", "expected one of throughput|max"),

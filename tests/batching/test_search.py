@@ -14,7 +14,7 @@ import torch
 from nbopt.batching import find_batch_size
 from nbopt.batching._result import OOM, OVER_MEMORY
 from nbopt.errors import ConfigError
-from nbopt.ui.events import Event, RunFinished
+from nbopt.events import Event, RunFinished
 
 QUIET = {"progress": "none", "logdir": None}
 
@@ -257,7 +257,7 @@ def test_an_interrupt_keeps_what_finished_and_is_re_raised(make_mlp, watch) -> N
         ({"example": torch.tensor(1.0)}, "no batch dimension"),
         (
             {"example": torch.zeros(2, 4), "start": 64, "max_batch_size": 32},
-            r"max_batch_size \(32\) is below start \(64\)",
+            "max_batch_size=32 is below start=64",
         ),
         ({}, "give either example="),
         ({"example": torch.zeros(2, 4), "make_batch": lambda size: None}, "give either example="),

@@ -10,11 +10,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nbopt.batching import BatchSizeResult, Measurement, find_batch_size
-from nbopt.batching._plot import curves
+from nbopt.batching import BatchMeasurement, BatchSizeResult, find_batch_size
 from nbopt.batching._result import chosen_size, fastest_rate, format_bytes, format_rate
-from nbopt.batching._views import MEMORY_TAG, SAMPLES_TAG
+from nbopt.ui.plots.batching import curves
 from nbopt.ui.text import TextReporter
+from nbopt.ui.views.batching import MEMORY_TAG, SAMPLES_TAG
 from nbopt.ui.widget import WidgetReporter
 
 
@@ -105,11 +105,11 @@ def test_tensorboard_plots_speed_and_memory_against_the_batch_size(tmp_path: Pat
 
 def _result(**changes) -> BatchSizeResult:
     measurements = [
-        Measurement(16, "ok", "doubling", 1000.0, 0.016, 0.1, 5, 2_000_000),
-        Measurement(32, "ok", "doubling", 1960.0, 0.016, 0.1, 5, 3_000_000),
-        Measurement(64, "ok", "doubling", 2000.0, 0.032, 0.1, 5, 5_000_000),
-        Measurement(128, "oom", "doubling", error="CUDA out of memory"),
-        Measurement(96, "over memory", "refine", peak_memory=9_000_000, error="peak > cap"),
+        BatchMeasurement(16, "ok", "doubling", 1000.0, 0.016, 0.1, 5, 2_000_000),
+        BatchMeasurement(32, "ok", "doubling", 1960.0, 0.016, 0.1, 5, 3_000_000),
+        BatchMeasurement(64, "ok", "doubling", 2000.0, 0.032, 0.1, 5, 5_000_000),
+        BatchMeasurement(128, "oom", "doubling", error="CUDA out of memory"),
+        BatchMeasurement(96, "over memory", "refine", peak_memory=9_000_000, error="peak > cap"),
     ]
     values = {
         "batch_size": 32,
@@ -146,7 +146,7 @@ def test_the_chosen_size_is_the_smallest_within_tolerance_of_the_fastest() -> No
     assert chosen_size(measurements, "throughput", 0.01) == 64
     assert chosen_size(measurements, "throughput", 0.6) == 16
     assert chosen_size(measurements, "max", 0.05) == 64  # the largest that ran
-    again = [*measurements, Measurement(16, "ok", "repeat", 2100.0, 0.008, 0.1, 5, 2_000_000)]
+    again = [*measurements, BatchMeasurement(16, "ok", "repeat", 2100.0, 0.008, 0.1, 5, 2_000_000)]
     assert fastest_rate(again, 16) == 2100.0  # a size measured twice keeps its faster speed
     assert chosen_size(again, "throughput", 0.05) == 16
     assert chosen_size([], "throughput", 0.05) is None

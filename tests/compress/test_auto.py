@@ -17,11 +17,11 @@ from torch import nn
 
 import nbopt
 from nbopt.compress import AutoOptimizeResult, optimize_auto
-from nbopt.compress._auto_events import PlanTrialFinished
 from nbopt.compress._measure import count_macs
-from nbopt.compress._pareto import dominates
+from nbopt.compress.auto._pareto import dominates
+from nbopt.compress.auto.events import PlanTrialFinished
 from nbopt.errors import ConfigError
-from nbopt.ui.events import Event, RunFinished, RunStarted, StepReported
+from nbopt.events import Event, RunFinished, RunStarted, StepReported
 from nbopt.ui.text import TextReporter
 
 QUIET: dict[str, Any] = {"progress": "none", "logdir": None}
@@ -152,7 +152,10 @@ def test_latency_is_measured_side_by_side_and_the_front_again_at_the_end(
         **QUIET,
     )
     assert all(t.ratio > 0 and t.ratios["latency"] == t.ratio for t in result.trials)
-    assert any("measured again" in note for note in result.notes)
+    # The front's trials are timed again: whether any plan beat the original's latency depends
+    # on the machine's load, the re-measurement of those that did does not.
+    remeasured = any("measured again" in note for note in result.notes)
+    assert remeasured == any(point.number is not None for point in result.front)
     assert result.chosen is next(p for p in result.front if p.within)
     assert result.threads == 1
     assert_front_is_non_dominated(result)
@@ -339,7 +342,7 @@ def test_a_metric_that_is_not_deterministic_is_refused_before_any_work(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"evaluate": None}, "needs eval="),
+        ({"evaluate": None}, "needs evaluate="),
         ({"target": "speed"}, "target must be one of latency, size, macs"),
         ({"example": None}, "target=latency needs example="),
         ({"tolerable_loss": -1}, "tolerable_loss must be a number >= 0"),

@@ -87,7 +87,7 @@ def test_auto_options_reach_the_search(ip: Any, run_cell, tmp_path) -> None:
         ),
         (
             "%%optimize prune=0.5 tolerable_loss=0.01 example=x\nmodel = make_mlp(); ran = True",
-            "tolerable_loss= only apply with auto",
+            "tolerable_loss= only applies with auto",
         ),
         (
             "%%optimize auto eval=agreement target=fast\nmodel = make_mlp(); ran = True",

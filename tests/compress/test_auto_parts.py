@@ -12,12 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from nbopt.compress._auto_search import INFEASIBLE, PlanSpace, score
-from nbopt.compress._builder import FinetuneFailed, PlanBuilder
-from nbopt.compress._pareto import dominates, pareto_front
-from nbopt.compress._plans import Plan
+from nbopt.compress._plan import Plan
 from nbopt.compress._registry import StepContext
-from nbopt.compress._tolerance import Tolerance
+from nbopt.compress.auto._builder import FinetuneFailed, PlanBuilder
+from nbopt.compress.auto._pareto import dominates, pareto_front
+from nbopt.compress.auto._search import INFEASIBLE, PlanSpace, score
+from nbopt.compress.auto._tolerance import Tolerance
 from nbopt.errors import ConfigError
 from nbopt.tuning._algorithms import get_algorithm, vals_key
 from nbopt.tuning._proposer import Proposer
@@ -96,9 +96,11 @@ def test_plans_come_from_trial_parameters_and_say_what_they_do() -> None:
         "quant": {"mode": "int8", "keep": ("fc1", "fc2")},
     }
     plan = Plan.from_params(params)
-    assert plan == Plan(0.3, ("block.conv2",), None, "int8", ("fc1", "fc2"))
+    assert plan == Plan(
+        prune=0.3, prune_keep=("block.conv2",), quant="int8", quant_keep=("fc1", "fc2")
+    )
     assert plan.label() == "prune 0.3 (block.conv2 kept) + int8 (fc1, fc2 in float)"
-    assert plan.structure == Plan(0.3, ("block.conv2",))
+    assert plan.structure == Plan(prune=0.3, prune_keep=("block.conv2",))
     assert Plan.from_params({"quant": None}).label() == "no compression"
 
 
@@ -119,7 +121,7 @@ def test_the_encoding_of_a_cheap_plan_is_the_plan_the_engine_decodes() -> None:
     )
     vals = space.encode(prune=(0.3, 1), lowrank=0.95, quant=("int8", 2))
     assert Plan.from_params(proposer.params(vals)) == Plan(
-        0.3, ("fc1",), 0.95, "int8", ("fc1", "fc2")
+        prune=0.3, prune_keep=("fc1",), lowrank=0.95, quant="int8", quant_keep=("fc1", "fc2")
     )
     assert Plan.from_params(proposer.params(space.encode(quant=("bf16", 0)))) == Plan(quant="bf16")
 
@@ -231,9 +233,9 @@ def test_an_error_in_finetune_is_told_apart_from_a_failing_plan(mlp: nn.Module) 
 def test_the_choice_prefers_the_simpler_plan_within_a_latency_tie() -> None:
     """A plan with an extra step wins only if it is clearly faster (latency is noisy); for an
     exact target (size, MACs) the lowest ratio wins outright."""
-    from nbopt.compress._auto import _contenders, _simplest_of_the_best
-    from nbopt.compress._auto_result import PlanTrial
-    from nbopt.compress._plans import Plan
+    from nbopt.compress._plan import Plan
+    from nbopt.compress.auto._result import PlanTrial
+    from nbopt.compress.auto._run import _contenders, _simplest_of_the_best
 
     pruned = PlanTrial(1, Plan(prune=0.5), ratio=0.46, metric=0.98, within=True)
     pruned_cast = PlanTrial(2, Plan(prune=0.5, quant="bf16"), ratio=0.44, metric=0.98, within=True)

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from nbopt.compress import OptimizeResult, optimize
-from nbopt.compress._events import FinetuneReported, StepFinished
+from nbopt.compress.events import FinetuneReported, StepFinished
 from nbopt.errors import ConfigError
-from nbopt.ui.events import Event, RunFinished, RunStarted
+from nbopt.events import Event, RunFinished, RunStarted
 
 QUIET = {"progress": "none", "logdir": None}
 
@@ -164,8 +164,8 @@ def test_keyboard_interrupt_marks_the_run_and_is_re_raised(mlp: nn.Module) -> No
         ({"prune": 0.5, "prune_ignore": "fc3"}, r"no module named 'fc3' \(did you mean fc[12]\?\)"),
         ({"prune": 0.5, "example": None}, r"structured needs example="),
         ({"example": torch.randn(4, 3)}, r"example= does not run through the model: RuntimeError"),
-        ({"evaluate": lambda model: "high"}, r"eval= must return a number.*str"),
-        ({"evaluate": 0.9}, r"eval= must be a function"),
+        ({"evaluate": lambda model: "high"}, r"evaluate= must return a number.*str"),
+        ({"evaluate": 0.9}, r"evaluate= must be a function"),
         ({"finetune": "train"}, r"finetune= must be a function"),
         ({"progress": "loud"}, r"progress must be one of"),
         (

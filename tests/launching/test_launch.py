@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import nbopt
 from nbopt.errors import ConfigError
+from nbopt.events import RunFinished, RunStarted, StepReported
 from nbopt.launching import LaunchError, LaunchTimeout, launch
-from nbopt.launching._events import RankFinished, RankStepReported
-from nbopt.ui.events import RunFinished, RunStarted, StepReported
+from nbopt.launching.events import RankFinished, RankStepReported
 
 QUIET = {"progress": "none", "logdir": None}
 # Never reached by a job that works; there so that a regression fails instead of hanging.

@@ -21,7 +21,7 @@ before = [p.detach().clone() for p in model.parameters()]
 """
 
 TRAIN = """
-%%accelerate num_processes=2 out=model,ranks,weights timeout=120
+%%accelerate num_processes=2 copy_back=model,ranks,weights out=job timeout=120
 accelerator = Accelerator()
 optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
 loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
@@ -39,10 +39,14 @@ scratch = "assigned by the job"
 """
 
 
-def test_the_cell_trains_with_ddp_and_out_brings_back_the_trained_model(cell, shell) -> None:
+def test_the_cell_trains_with_ddp_and_copy_back_brings_back_the_trained_model(cell, shell) -> None:
     cell(DATA)
     cell(TRAIN)
     ns = shell.user_ns
+    job = ns["job"]
+    assert ns["_nbopt"] is job and job.status == "done" and job.num_processes == 2
+    assert [rank.status for rank in job.ranks] == ["done", "done"]
+    assert set(job.variables) == {"model", "ranks", "weights"}
     assert ns["ranks"] == (0, 2)  # from rank 0, in a world of two
     assert torch.equal(ns["weights"][0], ns["weights"][1])  # DDP kept the ranks in step
     model = ns["model"]
@@ -51,16 +55,17 @@ def test_the_cell_trains_with_ddp_and_out_brings_back_the_trained_model(cell, sh
     assert torch.equal(trained, ns["weights"][0])
     untouched = torch.cat([p.flatten() for p in ns["before"]])
     assert not torch.allclose(trained, untouched)
-    assert "scratch" not in ns  # only out= names come back
+    assert "scratch" not in ns  # only copy_back= names come back
     accuracy = (model(ns["x"]).argmax(1) == ns["y"]).float().mean().item()
     assert accuracy > 0.8
 
 
 def test_the_notebook_object_is_not_changed_by_the_job(cell, shell) -> None:
-    """The ranks train their copies; the notebook's model changes only by out= replacing it."""
+    """The ranks train their copies; the notebook's model changes only by copy_back= replacing
+    it."""
     cell(DATA)
     original = shell.user_ns["model"]
-    cell(TRAIN.replace("out=model,ranks,weights", "out=ranks"))
+    cell(TRAIN.replace("copy_back=model,ranks,weights", "copy_back=ranks"))
     assert shell.user_ns["model"] is original
     now = torch.cat([p.detach().flatten() for p in original.parameters()])
     assert torch.equal(now, torch.cat([p.flatten() for p in shell.user_ns["before"]]))
@@ -92,7 +97,7 @@ def test_a_class_defined_by_the_cell_cannot_come_back_and_says_why(cell) -> None
     with pytest.raises(LaunchError, match="defined inside the job is unknown to the notebook"):
         cell(
             """
-            %%accelerate num_processes=1 out=box timeout=120
+            %%accelerate num_processes=1 copy_back=box timeout=120
             class Box:
                 pass
             box = Box()
@@ -106,7 +111,10 @@ def test_a_class_defined_by_the_cell_cannot_come_back_and_says_why(cell) -> None
         ("num_processes=0", "%accelerate num_processes=: expected a value >= 1, got 0"),
         ("mixed_precision=fp8", "expected one of no|fp16|bf16"),
         ("mixed_precision=fp16", "%accelerate: mixed_precision=fp16 needs GPUs"),
-        ("out=nowhere", "name 'nowhere' is not defined in the notebook nor assigned by the cell"),
+        (
+            "copy_back=nowhere",
+            "name 'nowhere' is not defined in the notebook nor assigned by the cell",
+        ),
         ("nodes=2", "nodes= only apply with export=PATH"),
         ("main_process_ip=10.0.0.1 machine_rank=1", "machine_rank=, main_process_ip= only apply"),
         ("progres=text", "unknown option 'progres' (did you mean progress?)"),
@@ -132,3 +140,17 @@ def test_help_lists_every_option(shell) -> None:
     help_text = shell.find_cell_magic("accelerate").__doc__
     for option in ("num_processes", "mixed_precision", "out", "timeout", "all_ranks", "export"):
         assert option in help_text
+
+
+def test_the_old_out_spelling_still_copies_back_with_a_warning(cell, shell) -> None:
+    """``out=a,b`` meant "copy these back" before ``out=`` stored the result in every magic:
+    it keeps working for one release, saying what to write instead."""
+    with pytest.warns(FutureWarning, match="that is now copy_back=world,rank"):
+        cell(
+            "%%accelerate num_processes=2 out=world,rank timeout=120\n"
+            "from accelerate import Accelerator\n"
+            "accelerator = Accelerator()\n"
+            "world, rank = accelerator.num_processes, accelerator.process_index"
+        )
+    assert (shell.user_ns["world"], shell.user_ns["rank"]) == (2, 0)
+    assert shell.user_ns["_nbopt"].status == "done"

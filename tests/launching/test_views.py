@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 
-from nbopt.launching import _views  # noqa: F401 - the job imports it; registers the views
-from nbopt.launching._events import RankFinished, RankStepReported
-from nbopt.ui.events import RunFinished, RunStarted
-from nbopt.ui.progress import ProgressState, present
+from nbopt.events import RunFinished, RunStarted
+from nbopt.launching.events import RankFinished, RankStepReported
+from nbopt.ui.state import ProgressState
 from nbopt.ui.text import TextReporter
+from nbopt.ui.views import present
 
 START = RunStarted(kind="accelerate", title="accelerate · 2 CPU processes", total=2, unit="ranks")
 

@@ -342,7 +342,7 @@ def test_corrupt_study_is_a_usage_error_and_left_untouched(ip, nb, in_tmp_dir) -
 def test_help_lists_every_option() -> None:
     """``%tune?`` shows every option of the schema, with the space functions and an example."""
     from nbopt.magics import NbOptMagics
-    from nbopt.tuning._magic import SCHEMA
+    from nbopt.magics.tune import SCHEMA
 
     doc = NbOptMagics.tune.__doc__
     for name, option in SCHEMA.options.items():

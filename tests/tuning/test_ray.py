@@ -14,7 +14,7 @@ import pytest
 
 import nbopt
 from nbopt.errors import ConfigError
-from nbopt.ui.events import TrialFinished
+from nbopt.tuning.events import TrialFinished
 
 ray = pytest.importorskip("ray")
 

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 import nbopt
 from nbopt.tuning import Trial, TuneResult
-from nbopt.tuning._analysis import history, importance
+from nbopt.tuning.analysis import history, importance
 
 
 def _trials(values, statuses=None, params=None) -> list[Trial]:

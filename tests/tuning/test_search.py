@@ -11,7 +11,8 @@ import pytest
 
 import nbopt
 from nbopt import ConfigError, TrialStopped, TuneError, choice, quniform, randint, uniform
-from nbopt.ui.events import RunFinished, RunStarted, StepReported, TrialFinished, TrialStarted
+from nbopt.events import RunFinished, RunStarted, StepReported
+from nbopt.tuning.events import TrialFinished, TrialStarted
 
 ALGOS = ["auto", "tpe", "rand", "anneal", "atpe", "grid"]
 SAMPLING_ALGOS = ["auto", "tpe", "rand", "anneal", "atpe"]
@@ -118,7 +119,7 @@ def test_bad_arguments_are_config_errors(options: dict, fragment: str) -> None:
 def test_unknown_algo_lists_every_registered_algorithm() -> None:
     """An unknown algo names itself, the closest name, and every algorithm offered to users;
     another engine's own search (optimize_auto's) is an object, never a registered name."""
-    import nbopt.compress._auto_search as plan_search
+    import nbopt.compress.auto._search as plan_search
     from nbopt.tuning import ALGORITHMS
 
     assert set(ALGOS) <= set(ALGORITHMS)
@@ -567,3 +568,18 @@ def test_callbacks_receive_the_run_events_in_order() -> None:
     assert all(e.best is not None and e.best.value <= e.trial.value for e in finished)
     assert events[-1].status == "done"
     assert events[-1].result.best_value == result.best_value
+
+
+def test_a_budget_above_a_finite_spaces_size_is_said_once(capsys) -> None:
+    """``max_evals=5`` on four configurations runs four trials, and says so before the first."""
+    result = tune(
+        lambda a, b: a + b,
+        {"a": choice(0, 1), "b": choice(0, 1)},
+        max_evals=5,
+        seed=0,
+        progress="text",
+    )
+    out = capsys.readouterr().out
+    assert len(result.trials) == 4
+    assert out.count("the space has 4 configurations, so the search ends after 4 trials") == 1
+    assert out.index("the space has 4") < out.index("trial   0")

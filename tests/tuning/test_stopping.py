@@ -217,3 +217,43 @@ def test_median_rule_on_the_digits_mlp_trains_fewer_epochs_for_a_similar_best():
     epochs = lambda result: sum(len(t.intermediate) for t in result.trials)  # noqa: E731
     assert epochs(early) < epochs(full)
     assert early.best_value <= full.best_value + 0.02  # within two points of accuracy
+
+
+def test_a_stopper_of_the_users_own_stops_trials_by_its_rule() -> None:
+    """``Stopper`` is public: a subclass passed as ``stop=`` decides at every report, with the
+    search's mode set on it before the first trial."""
+    import nbopt
+    from nbopt.tuning import Stopper
+
+    class AboveHalf(Stopper):
+        def should_stop(self, trial, history) -> bool:
+            return self.sign * trial.intermediate[-1][1] < -0.5
+
+    def train(x: float) -> float:
+        for step in range(4):
+            nbopt.report(step, x)
+        return x
+
+    rule = AboveHalf()
+    result = nbopt.tune(
+        train,
+        {"x": nbopt.uniform(0, 1)},
+        mode="max",
+        stop=rule,
+        max_evals=12,
+        seed=0,
+        progress="none",
+        logdir=None,
+    )
+    assert rule.mode == "max"
+    assert all((t.status == "stopped") == (t.value > 0.5) for t in result.trials)
+    assert any(t.status == "stopped" for t in result.trials)
+    assert all(t.intermediate == [(0, t.value)] for t in result.trials if t.status == "stopped")
+
+
+def test_a_stopper_object_is_refused_on_ray_before_anything_runs() -> None:
+    import nbopt
+    from nbopt.tuning import MedianStopper
+
+    with pytest.raises(nbopt.ConfigError, match="runs on the local backend"):
+        nbopt.tune(lambda x: x, {"x": nbopt.uniform(0, 1)}, stop=MedianStopper(), backend="ray")

@@ -337,7 +337,7 @@ def test_interrupt_saves_finished_trials_and_marks_the_running_one(tmp_path: Pat
 _CHILD = r"""
 import os, sys, time
 import nbopt
-from nbopt.ui.events import TrialFinished
+from nbopt.tuning.events import TrialFinished
 
 study, side = sys.argv[1], sys.argv[2]
 fd = os.open(side, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

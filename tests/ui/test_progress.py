@@ -10,9 +10,11 @@ import pytest
 import nbopt
 import nbopt.ui.widget as widget_module
 from nbopt import ConfigError, choice, uniform
-from nbopt.ui import _format as fmt
-from nbopt.ui.events import Event, EventBus, RunStarted, TrialFinished
-from nbopt.ui.progress import in_widget_frontend, progress_reporter
+from nbopt.events import Event, EventBus, RunStarted
+from nbopt.tuning.events import TrialFinished
+from nbopt.ui import format as fmt
+from nbopt.ui.interactive import in_widget_frontend
+from nbopt.ui.progress import progress_reporter
 from nbopt.ui.text import TextReporter
 from nbopt.ui.widget import WidgetReporter
 

@@ -1,0 +1,27 @@
+"""Events of a search, besides the generic ones of :mod:`nbopt.events`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nbopt.events import Event
+from nbopt.tuning._trial import Trial
+
+
+@dataclass(frozen=True)
+class TrialStarted(Event):
+    """Trial ``number`` starts with the configuration ``params``."""
+
+    number: int
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrialFinished(Event):
+    """A trial ended (``trial.status`` says how); ``best`` is the best trial so far."""
+
+    trial: Trial
+    best: Trial | None
+    n_complete: int
+    n_failed: int
