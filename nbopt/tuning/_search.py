@@ -221,6 +221,12 @@ class Search:
             raise
         return self.finish("done")
 
+    def evaluate(self, call: Callable[[Any], Any], vals: dict[str, Any]) -> Trial:
+        """Run the configuration ``vals`` (Hyperopt's encoding) as the next trial, after the
+        run: recorded, saved and reported like the others."""
+        self._run_trial(call, self.proposer.given(vals))
+        return self.trials[-1]
+
     def _run_trial(self, call: Callable[[Any], Any], proposal: Proposal) -> None:
         number = self.next_number()
         trial = Trial(number, proposal.params, vals=proposal.vals, started=time.time())
