@@ -165,3 +165,15 @@ def test_curves_average_over_the_tried_configurations() -> None:
     assert len(curve.tried) == 30 and all(s > 0 for s in curve.sds)
     with pytest.raises(ConfigError, match="unknown parameter 'z'"):
         model.curve("z")
+
+
+def test_a_cell_search_predicts_and_runs_one_more_trial(ip, run_cell) -> None:
+    """%%tune's result knows its space and its cell: it predicts, and runs the cell again."""
+    run_cell(ip, "from nbopt import uniform")
+    result = run_cell(
+        ip,
+        "%%tune max_evals=6 seed=0 progress=none logdir=none\nx = uniform(-2, 2)\n(x - 1) ** 2",
+    )
+    assert math.isfinite(result.predict({"x": 1.0}).mean)
+    trial = result.evaluate({"x": 1.0})
+    assert (trial.number, trial.params, trial.value) == (6, {"x": 1.0}, 0.0)
