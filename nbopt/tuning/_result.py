@@ -121,19 +121,26 @@ class TuneResult:
         """
         from nbopt.tuning._whatif import params_to_vals
 
-        vals = params_to_vals(self.space, params)
-        return self.evaluate_vals(self.model().snap(vals))
+        self._check_runner()
+        return self.evaluate_vals(params_to_vals(self.space, params))
 
     def evaluate_vals(self, vals: dict[str, Any]) -> Trial:
-        """:meth:`evaluate` for a setting in Hyperopt's encoding (a choice's index)."""
+        """:meth:`evaluate` for a setting in Hyperopt's encoding (a choice's index); labels
+        its choices leave inactive are dropped, values rounded to the space's steps."""
+        from nbopt.tuning._whatif import snap_vals
+
+        self._check_runner()
+        assert self._runner is not None
+        trial = self._runner(snap_vals(self.space, vals))
+        self.trials.append(trial)
+        return trial
+
+    def _check_runner(self) -> None:
         if self._runner is None:
             raise ConfigError(
                 "the objective of this search is not available here (only a local nbopt.tune "
                 "or %tune run in this kernel can run another trial)"
             )
-        trial = self._runner(vals)
-        self.trials.append(trial)
-        return trial
 
     def whatif(self) -> Any:
         """The what-if explorer: in a notebook with widgets, a slider or dropdown per parameter,

@@ -91,8 +91,6 @@ class WhatIfModel:
     """
 
     def __init__(self, space: Any, trials: Sequence[Trial], metric: str, seed: int = 0) -> None:
-        from hyperopt import base
-
         self.space = space
         self.metric = metric
         usable = [
@@ -105,7 +103,7 @@ class WhatIfModel:
                 f"the what-if model needs at least {MIN_TRIALS} trials with a value; "
                 f"this search has {len(usable)}"
             )
-        self.table = SpaceTable.from_domain(base.Domain(_not_called, to_hyperopt(space)))
+        self.table = _table(space)
         self.trials = usable
         self.units = self.table.encode([t.vals for t in usable])
         values = np.array([float(t.value) for t in usable])  # type: ignore[arg-type]
@@ -143,18 +141,9 @@ class WhatIfModel:
         """The prediction at ``params``, in the form the objective receives them."""
         return self.predict_vals(params_to_vals(self.space, params))
 
-    def snap(self, vals: Mapping[str, Any]) -> dict[str, Any]:
-        """The setting as the space produces it: rounded to its steps, its active labels only."""
-        (row,) = self._rows([vals])
-        return self.table.configuration(self.table.snap(row[None, :])[0])
-
     def active(self, vals: Mapping[str, Any]) -> set[str]:
         """The labels that the choices of ``vals`` make part of the configuration."""
-        values = np.array(
-            [[_as_float(vals.get(c.label, math.nan)) for c in self.table.columns]], dtype=float
-        )
-        (mask,) = self.table.active(values)
-        return {c.label for c, on in zip(self.table.columns, mask, strict=True) if on}
+        return _active_labels(self.table, vals)
 
     def curve(self, label: str) -> Curve:
         """The partial dependence of the metric on ``label`` (see :class:`Curve`)."""
@@ -193,12 +182,7 @@ class WhatIfModel:
         return self._centre + self._scale * mean, self._scale * total
 
     def _rows(self, settings: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        for vals in settings:
-            for label in self.active(vals):
-                if label not in vals:
-                    raise ConfigError(f"the setting has no value for parameter {label!r}")
-        active = [{k: v for k, v in vals.items() if k in self.active(vals)} for vals in settings]
-        return self.table.encode(active)
+        return self.table.encode([_active_vals(self.table, vals) for vals in settings])
 
     def _parameter(self, column: Any) -> Parameter:
         if column.label in self._choices or column.categorical:
@@ -215,6 +199,39 @@ class WhatIfModel:
         step = column.args.get("q")
         integral = step is not None and all(float(v).is_integer() for v in (step, low, high))
         return Parameter(column.label, "int" if integral else "float", low, high, log, step)
+
+
+def snap_vals(space: Any, vals: Mapping[str, Any]) -> dict[str, Any]:
+    """A setting (Hyperopt's encoding) as the space produces it: its active labels only, each
+    value rounded to the space's step (an integer where the space gives one).
+
+    Raises:
+        ConfigError: if an active label has no value.
+    """
+    table = _table(space)
+    (row,) = table.encode([_active_vals(table, vals)])
+    return table.configuration(table.snap(row[None, :])[0])
+
+
+def _table(space: Any) -> SpaceTable:
+    from hyperopt import base
+
+    return SpaceTable.from_domain(base.Domain(_not_called, to_hyperopt(space)))
+
+
+def _active_labels(table: SpaceTable, vals: Mapping[str, Any]) -> set[str]:
+    values = np.array([[_as_float(vals.get(c.label, math.nan)) for c in table.columns]])
+    (mask,) = table.active(values)
+    return {c.label for c, on in zip(table.columns, mask, strict=True) if on}
+
+
+def _active_vals(table: SpaceTable, vals: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of the labels ``vals`` makes active; ConfigError naming one it lacks."""
+    active = _active_labels(table, vals)
+    for column in table.columns:
+        if column.label in active and column.label not in vals:
+            raise ConfigError(f"the setting has no value for parameter {column.label!r}")
+    return {label: value for label, value in vals.items() if label in active}
 
 
 def params_to_vals(space: Any, params: Any) -> dict[str, Any]:

@@ -188,7 +188,7 @@ class WhatIfWidget:
         """Run the current setting as one more trial; show and return it."""
         mean, sd = self.predicted
         self.status.value = "running…"
-        trial = self.result.evaluate_vals(self.result.model().snap(self.setting))
+        trial = self.result.evaluate_vals(self.setting)
         if trial.usable:
             self.status.value = (
                 f"trial {trial.number}: {fmt.number(trial.value)} "

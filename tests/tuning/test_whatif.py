@@ -149,8 +149,16 @@ def test_without_the_objective_evaluate_says_why() -> None:
     copy = TuneResult(result.trials, result.metric, result.mode, result.status, space=SPACE)
     assert math.isfinite(copy.predict({"x": 0.0, "y": 0.0}).mean)
     assert not copy.can_evaluate
-    with pytest.raises(ConfigError, match="objective of this search is not available"):
-        copy.evaluate({"x": 0.0, "y": 0.0})
+    for params in ({"x": 0.0, "y": 0.0}, {"x": "not even a number"}):
+        with pytest.raises(ConfigError, match="objective of this search is not available"):
+            copy.evaluate(params)
+
+
+def test_one_more_trial_needs_no_model() -> None:
+    """Two trials are too few for the model, not for running a third of one's choosing."""
+    result = _search(max_evals=2)
+    trial = result.evaluate({"x": 1.0, "y": -1.0})
+    assert (trial.number, trial.value) == (2, 0.0)
 
 
 def test_curves_average_over_the_tried_configurations() -> None:
