@@ -139,7 +139,8 @@ class JournalFile:
     # -- writing ------------------------------------------------------------------------------
 
     def append(self, lines: list[bytes]) -> None:
-        """Append ``lines`` (each ending with a newline) and flush them to disk; hold the lock.
+        """Append ``lines`` (each ending with a newline) and flush them to disk; hold the lock,
+        and read what others appended first (the offset must be the end of the file).
 
         A partial last line left by a crashed writer is cut off first. Raises
         :class:`StudyWriteError` if the disk refuses.
@@ -151,6 +152,8 @@ class JournalFile:
                 if self._torn:
                     os.ftruncate(fd, self.offset)
                     self._torn = False
+                if os.lseek(fd, 0, os.SEEK_END) != self.offset:
+                    raise RuntimeError("appending to a journal with lines not read yet")
                 _write_all(fd, payload)
                 os.fsync(fd)
             finally:

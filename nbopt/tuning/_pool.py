@@ -145,11 +145,12 @@ class _Pool:
         for ready in wait(list(handlers), timeout=1.0):
             handlers[ready]()
 
-    def _receive(self, worker: _Worker) -> None:
+    def _receive(self, worker: _Worker) -> bool:
+        """Handle one message of ``worker``; False once its pipe is closed."""
         try:
             message = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
-            return  # the worker is gone: its sentinel says how
+            return False  # the worker is gone: its sentinel says how
         kind = message[0]
         if kind == "out":
             self._relay(worker, message[1], message[2])
@@ -157,6 +158,7 @@ class _Pool:
             self._step(worker, *message[1:])
         elif kind == "done":
             self._done(worker, message[2])
+        return True
 
     def _step(
         self, worker: _Worker, number: int, step: int, value: float | None, metrics: dict
@@ -194,8 +196,9 @@ class _Pool:
     def _died(self, worker: _Worker) -> None:
         """A worker ended without being asked: its trial failed; a fresh worker replaces it."""
         worker.process.join()
-        while worker.conn.poll():  # what it said before dying (its output, its last reports)
-            self._receive(worker)
+        # What it said before dying (its output, its last reports), up to the end of the pipe.
+        while worker.conn.poll() and self._receive(worker):
+            pass
         self._flush(worker)
         running = worker.running
         worker.conn.close()

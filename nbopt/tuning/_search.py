@@ -187,6 +187,7 @@ class Search:
         if self._study is not None:
             try:
                 with self._study.locked():
+                    self._absorb(self._study.sync(), loading=False)  # to append after it all
                     self._study.append_finish(trial)
             except StudyWriteError as exc:
                 failure = StudyWriteError(

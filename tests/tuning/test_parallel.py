@@ -1,0 +1,217 @@
+"""``parallel=N`` on the local backend: trials in forked worker processes, the search here."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+import nbopt
+from nbopt import TuneError, choice, uniform
+from nbopt.events import RunFinished, RunStarted, StepReported
+from nbopt.tuning import Stopper
+from nbopt.tuning._study import read_study
+from nbopt.tuning.events import TrialFinished, TrialStarted
+from nbopt.ui.text import TextReporter
+
+SPACE = {"x": uniform(-1, 1), "k": choice(1, 2, 3)}
+
+
+def tune(objective, space=SPACE, **options):
+    options.setdefault("progress", "none")
+    options.setdefault("logdir", None)
+    options.setdefault("parallel", 3)
+    return nbopt.tune(objective, space, **options)
+
+
+def _children() -> set[int]:
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+@pytest.fixture
+def no_leftover_processes():
+    before = _children()
+    yield
+    deadline = time.monotonic() + 10
+    while (left := _children() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"processes left running: {left}"
+
+
+def test_trials_run_in_worker_processes_and_everything_is_reported_here(
+    tmp_path: Path, no_leftover_processes
+) -> None:
+    """A closure of this process runs in forked workers; events, the text view, TensorBoard
+    and the study are those of a search run here."""
+    offset = 0.25  # a local variable the objective closes over: nothing is pickled
+
+    def objective(x, k):
+        nbopt.report(0, x + offset, pid=os.getpid())
+        print(f"trial with x={x:.3f}")
+        return (x - offset) ** 2 * k
+
+    events, stream = [], io.StringIO()
+    result = tune(
+        objective,
+        max_evals=9,
+        seed=0,
+        study=tmp_path / "s.jsonl",
+        logdir=tmp_path / "tb",
+        callbacks=[events.append, TextReporter(stream=stream)],
+    )
+    assert [t.number for t in result.trials] == list(range(9))
+    assert all(t.status == "ok" for t in result.trials)
+    assert len({(t.params["x"], t.params["k"]) for t in result.trials}) == 9
+    pids = {t.metrics["pid"] for t in result.trials}
+    assert os.getpid() not in pids and 1 < len(pids) <= 3
+    kinds = [type(e) for e in events]
+    assert kinds[0] is RunStarted and kinds[-1] is RunFinished
+    assert kinds.count(TrialStarted) == kinds.count(TrialFinished) == 9
+    assert kinds.count(StepReported) == 9
+    assert all(t.intermediate == [(0, t.params["x"] + offset)] for t in result.trials)
+    assert "best" in stream.getvalue()
+    assert any(path.name.startswith("events") for path in (tmp_path / "tb").rglob("*"))
+    resumed = tune(objective, max_evals=9, study=tmp_path / "s.jsonl")
+    assert [t.value for t in resumed.trials] == [t.value for t in result.trials]
+
+
+def test_the_output_of_a_trial_reaches_this_process(capsys) -> None:
+    def objective(x, k):
+        print(f"hello {k}")
+        return x
+
+    tune(objective, {"x": uniform(0, 1), "k": choice(7)}, max_evals=2)
+    out = capsys.readouterr().out
+    assert "[trial 0] hello 7\n" in out and "[trial 1] hello 7\n" in out
+
+
+def test_a_trial_that_kills_its_worker_fails_alone(no_leftover_processes) -> None:
+    def objective(x, k):
+        if k == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+    space = {"x": uniform(0, 1), "k": choice(1, 2, 3)}
+    result = tune(objective, space, max_evals=12, seed=1, parallel=2, deterministic=False)
+    crashed = [t for t in result.trials if t.params["k"] == 2]
+    assert crashed and all(t.status == "failed" for t in crashed)
+    assert all("was killed by SIGKILL" in t.error for t in crashed)
+    assert all(t.status == "ok" for t in result.trials if t.params["k"] != 2)
+    assert len(result.trials) == 12
+
+
+def test_an_interrupt_stops_every_worker_and_keeps_what_finished(
+    tmp_path: Path, no_leftover_processes
+) -> None:
+    def objective(x, k):
+        if x > 0.5:
+            time.sleep(60)
+        return x
+
+    interrupted = []
+
+    def interrupt(event) -> None:  # as Ctrl-C would, once, while workers run
+        if isinstance(event, TrialFinished) and event.n_complete == 2 and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+
+    events = []
+    with pytest.raises(KeyboardInterrupt):
+        tune(
+            objective,
+            {"x": uniform(0, 1), "k": choice(1)},
+            max_evals=50,
+            seed=3,
+            study=tmp_path / "s.jsonl",
+            callbacks=[events.append, interrupt],
+        )
+    end = events[-1]
+    assert isinstance(end, RunFinished) and end.status == "interrupted"
+    statuses = [t.status for t in end.result.trials]
+    assert statuses.count("ok") >= 2
+    assert set(statuses) <= {"ok", "interrupted"}
+    _, saved, running = read_study(tmp_path / "s.jsonl")
+    assert sorted(t.status for t in saved) == sorted(statuses) and running == []
+
+
+class StopAboveHalf(Stopper):
+    def should_stop(self, trial, history) -> bool:
+        return trial.intermediate[-1][1] > 0.5
+
+
+def test_stopping_rules_are_applied_here_to_what_workers_report() -> None:
+    def objective(x, k):
+        for step in range(3):
+            nbopt.report(step, x)
+        return x
+
+    result = tune(objective, max_evals=10, seed=0, stop=StopAboveHalf())
+    for trial in result.trials:
+        expected = "stopped" if trial.params["x"] > 0.5 else "ok"
+        assert trial.status == expected, trial
+        assert len(trial.intermediate) == (1 if expected == "stopped" else 3)
+
+
+def test_workers_do_not_hang_after_this_process_used_threads(no_leftover_processes) -> None:
+    """PyTorch's OpenMP pool was used here before the fork; workers run on one thread."""
+    torch.set_num_threads(2)
+    torch.mm(torch.randn(256, 256), torch.randn(256, 256))
+
+    def objective(x, k):
+        model = torch.nn.Linear(64, k)
+        return float(model(torch.randn(128, 64)).pow(2).mean()) + x
+
+    result = tune(objective, max_evals=4, seed=0, parallel=2)
+    assert all(t.status == "ok" for t in result.trials)
+
+
+def test_every_trial_failing_is_one_tune_error() -> None:
+    with pytest.raises(TuneError, match="all 4 trials failed; the first one: ValueError: no"):
+        tune(lambda x, k: (_ for _ in ()).throw(ValueError("no")), max_evals=4)
+
+
+CELL_SETUP = """
+import torch
+def make(width):
+    torch.manual_seed(width)
+    return torch.nn.Linear(3, width)
+"""
+
+
+def test_a_tune_cell_in_workers_brings_back_the_best_trials_variables(ip, run_cell) -> None:
+    run_cell(ip, CELL_SETUP)
+    result = run_cell(
+        ip,
+        textwrap.dedent(
+            """
+            %%tune max_evals=6 parallel=3 metric=score mode=max progress=none logdir=none
+            width = choice(2, 3, 4, 5, 6, 7)
+            model = make(width)
+            score = float(model.weight.sum())
+            """
+        ).strip("\n"),
+    )
+    best = result.best_trial
+    assert ip.user_ns["width"] == best.params["width"]
+    assert ip.user_ns["score"] == best.value
+    assert isinstance(ip.user_ns["model"], torch.nn.Linear)
+    assert ip.user_ns["model"].out_features == best.params["width"]
+
+
+def test_a_tune_cell_without_its_metric_stops_at_the_first_trials(ip, run_cell) -> None:
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match=r"metric=scor: the cell ran but did not assign scor"):
+        run_cell(
+            ip,
+            "%%tune max_evals=20 parallel=2 metric=scor progress=none logdir=none\n"
+            "x = uniform(0, 1)\nscore = x",
+        )
+    assert len(ip.user_ns["_nbopt"].trials) <= 2
