@@ -138,9 +138,11 @@ class JournalFile:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def append(self, lines: list[bytes]) -> None:
-        """Append ``lines`` (each ending with a newline) and flush them to disk; hold the lock,
-        and read what others appended first (the offset must be the end of the file).
+    def append(self, lines: list[bytes], durable: bool = True) -> None:
+        """Append ``lines`` (each ending with a newline), then (``durable``) flush them to disk;
+        hold the lock, and read what others appended first (the offset must be the end of the
+        file). Written lines survive the process's crash either way; the flush is for a crash
+        of the machine.
 
         A partial last line left by a crashed writer is cut off first. Raises
         :class:`StudyWriteError` if the disk refuses.
@@ -155,7 +157,8 @@ class JournalFile:
                 if os.lseek(fd, 0, os.SEEK_END) != self.offset:
                     raise RuntimeError("appending to a journal with lines not read yet")
                 _write_all(fd, payload)
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:

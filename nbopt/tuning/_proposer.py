@@ -97,7 +97,7 @@ class Proposer:
         docs = []
         for trial in trials:
             tid = self._trials.new_trial_ids(1)[0]
-            self._seen.add(_identity(trial.vals))
+            self._seen.add(identity(trial.vals))
             docs.append(self._filled(trial_doc(self._domain, self._trials, tid, trial.vals), trial))
         if docs:
             self._trials.insert_trial_docs(docs)
@@ -106,12 +106,12 @@ class Proposer:
 
     def hold(self, vals: dict[str, Any]) -> None:
         """A configuration another process is evaluating: not to be proposed meanwhile."""
-        self._seen.add(_identity(vals))
+        self._seen.add(identity(vals))
         self._held += 1
 
     def release(self, vals: dict[str, Any]) -> None:
         """A held configuration whose trial was interrupted: it may be proposed again."""
-        self._seen.discard(_identity(vals))
+        self._seen.discard(identity(vals))
 
     def exhausted(self) -> bool:
         return self.deterministic and self.size is not None and len(self._seen) >= self.size
@@ -143,7 +143,7 @@ class Proposer:
         return self._first_unseen_point(tid)
 
     def _accept(self, vals: dict[str, Any]) -> bool:
-        key = _identity(vals)
+        key = identity(vals)
         if self.deterministic and key in self._seen:
             return False
         self._seen.add(key)
@@ -165,7 +165,7 @@ class Proposer:
             self._trials.insert_trial_docs([self._filled(proposal.doc, trial)])
             self._trials.refresh()
         else:
-            self._seen.discard(_identity(proposal.vals))
+            self._seen.discard(identity(proposal.vals))
 
     def _filled(self, doc: dict[str, Any], trial: Trial) -> dict[str, Any]:
         """Hyperopt's document for ``doc`` completed with the outcome of ``trial``."""
@@ -180,7 +180,7 @@ class Proposer:
         return doc
 
 
-def _identity(vals: dict[str, Any]) -> frozenset[tuple[str, Any]]:
+def identity(vals: dict[str, Any]) -> frozenset[tuple[str, Any]]:
     """A configuration's identity: its labels and values (NumPy numbers hash and compare
     like Python's, so a proposal and the same configuration read from a study match)."""
     return frozenset(vals.items())

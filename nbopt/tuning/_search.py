@@ -29,7 +29,7 @@ from nbopt.events import EventBus, RunFinished, RunStarted, StepReported
 from nbopt.tuning._algorithms import Algorithm, get_algorithm
 from nbopt.tuning._errors import AllTrialsFailed, StopSearch, StudyWriteError
 from nbopt.tuning._objective import settle
-from nbopt.tuning._proposer import Proposal, Proposer
+from nbopt.tuning._proposer import Proposal, Proposer, identity
 from nbopt.tuning._records import ACTIVE_SEARCHES, StudyHeader
 from nbopt.tuning._result import TuneResult
 from nbopt.tuning._stopping import StopSettings
@@ -153,20 +153,42 @@ class Search:
 
     def claim(self) -> tuple[int, Proposal] | None:
         """A new trial's number and configuration, or None when the budget is spent or the
-        space exhausted. With a study, the claim is written there before the trial runs."""
+        space exhausted. With a study, the claim is written there before the trial runs.
+
+        The proposer runs outside the study's lock (it may take a while, and other processes
+        wait for the lock): the study is read, a configuration proposed, then the study read
+        again under the lock before the claim is written; if another process claimed the same
+        configuration meanwhile, it is proposed again there.
+        """
         if self._study is None:
             return self._propose()
         with self._study.locked():
             self._absorb(self._study.sync(), loading=False)
-            return self._propose()
-
-    def _propose(self) -> tuple[int, Proposal] | None:
-        left = self.budget_left()
-        if left is not None and left <= len(self._own):
+        if not self._budget_allows():
             return None
         proposal = self.proposer.ask()
-        if proposal is None:
+        with self._study.locked():
+            taken = self._absorb(self._study.sync(), loading=False)
+            if proposal is None:
+                return self._propose()
+            if self.proposer.deterministic and identity(proposal.vals) in taken:
+                return self._propose()  # claimed by another process meanwhile: propose again
+            if self._budget_allows():
+                return self._propose(proposal)
+            self.proposer.release(proposal.vals)  # not run: it may be proposed later
             return None
+
+    def _budget_allows(self) -> bool:
+        left = self.budget_left()
+        return left is None or left > len(self._own)
+
+    def _propose(self, proposal: Proposal | None = None) -> tuple[int, Proposal] | None:
+        if proposal is None:
+            if not self._budget_allows():
+                return None
+            proposal = self.proposer.ask()
+            if proposal is None:
+                return None
         if self._study is None:
             number = self._last_number + 1
         else:
@@ -261,8 +283,9 @@ class Search:
             self._absorb(self._study.open(restart), loading=True)
         return self.n_finished
 
-    def _absorb(self, update: StudyUpdate, *, loading: bool) -> None:
-        """Take in trials read from the study: each is checked against the space first."""
+    def _absorb(self, update: StudyUpdate, *, loading: bool) -> set[frozenset[Any]]:
+        """Take in trials read from the study (each checked against the space first); returns
+        the identities of their configurations."""
         assert self._study is not None
         finished = [trial for trial in update.finished if trial.number not in self._numbers]
         running = [item for item in update.started if item.number in self._study.running]
@@ -286,6 +309,7 @@ class Search:
                 self.proposer.release(trial.vals)
             self._append(trial)
         self.proposer.restore([trial for trial in finished if trial.finished])
+        return {identity(item.vals) for item in [*finished, *running]}
 
     # -- the local backend --------------------------------------------------------------------
 

@@ -330,7 +330,8 @@ class Study:
             "started": started,
             "worker": self.worker.to_json(),
         }
-        self.file.append([line(record)])
+        # Not flushed to disk: a claim lost with the machine is a trial that did not finish.
+        self.file.append([line(record)], durable=False)
         self.running[number] = Running(number, vals, started, self.worker)
         self.own.add(number)
         self._last_number = max(self._last_number, number)

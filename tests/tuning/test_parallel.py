@@ -215,3 +215,44 @@ def test_a_tune_cell_without_its_metric_stops_at_the_first_trials(ip, run_cell) 
             "x = uniform(0, 1)\nscore = x",
         )
     assert len(ip.user_ns["_nbopt"].trials) <= 2
+
+
+@pytest.mark.slow
+def test_parallel_trials_in_a_jupyter_kernel_run_notebook_functions(tmp_path: Path) -> None:
+    """In a real kernel: a function defined in the notebook runs in forked workers, what it
+    prints reaches the cell, and the study holds every trial."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "%load_ext nbopt\nimport os, time\n"
+                "def train(lr, width):\n"
+                "    time.sleep(0.1)\n"
+                "    print(f'pid {os.getpid()} lr {lr:.4f}')\n"
+                "    return (lr - 0.01) ** 2 + width / 1000"
+            ),
+            nbformat.v4.new_code_cell(
+                "%tune train lr=loguniform(1e-4, 1e-1) width=choice(16, 32) max_evals=8 "
+                "parallel=2 study=runs/s.jsonl progress=text logdir=none out=search"
+            ),
+            nbformat.v4.new_code_cell(
+                "assert len(search.trials) == 8\n"
+                "assert all(t.status == 'ok' for t in search.trials)\n"
+                "print('kernel', os.getpid())"
+            ),
+        ]
+    )
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute()
+    stdout = "".join(
+        o.get("text", "") for o in notebook.cells[1].outputs if o.get("name") == "stdout"
+    )
+    kernel = "".join(o.get("text", "") for o in notebook.cells[2].outputs).split()[-1]
+    pids = {line.split()[3] for line in stdout.splitlines() if line.startswith("[trial")}
+    assert len(pids) == 2 and kernel not in pids
+    assert stdout.count("] pid ") == 8
+    _, saved, running = read_study(tmp_path / "runs" / "s.jsonl")
+    assert len(saved) == 8 and running == []

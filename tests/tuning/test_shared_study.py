@@ -68,6 +68,31 @@ def test_two_searches_on_one_study_share_numbers_configurations_and_budget(
     assert a.result.best_value == 0.25  # each takes in the other's trials at the end
 
 
+def test_a_configuration_claimed_while_this_search_proposed_is_proposed_again(
+    tmp_path: Path,
+) -> None:
+    """The proposer runs outside the lock: when another search claims the same configuration
+    in the meantime, this one sees it under the lock and proposes another."""
+    path = tmp_path / "shared.jsonl"
+    space = {"k": choice(1, 2, 3, 4)}
+    a = search(path, space, max_evals=4, seed=0)
+    b = search(path, space, max_evals=4, seed=0)  # same seed, same state: same first proposal
+    ask = a.proposer.ask
+    claimed_by_b = []
+
+    def ask_while_b_claims():
+        proposal = ask()
+        if not claimed_by_b:  # the first proposal only: the second is made under the lock
+            claimed_by_b.append(b.claim())
+            assert claimed_by_b[0][1].vals == proposal.vals
+        return proposal
+
+    a.proposer.ask = ask_while_b_claims
+    number, proposal = a.claim()
+    assert number == 1 and claimed_by_b[0][0] == 0
+    assert proposal.vals != claimed_by_b[0][1].vals
+
+
 def test_a_trial_of_a_process_that_died_is_released(tmp_path: Path) -> None:
     """A claim left by a killed process on this machine is marked interrupted by the next
     search to read the study: it does not count, and its configuration may run again."""
