@@ -115,10 +115,10 @@ def spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
 
 
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def timed(action: Callable[[], object], clock: Callable[[], float] = time.perf_counter) -> float:
+    start = clock()
     action()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def open_search(path: Path) -> Search:
@@ -151,27 +151,45 @@ def bench_size(size: int, repeats: int, directory: Path) -> dict[str, list[float
     search = open_search(journal)
     search.start()
     times: dict[str, list[float]] = {key: [] for key in ("old save", "new save", "old load")}
-    times.update({"new load": [], "new first": []})
+    times.update({"new load": [], "new load cpu": [], "new first": []})
     for _ in range(repeats):
         times["old save"].append(timed(lambda: legacy_save(legacy, header, trials)))
         times["new save"].append(save_one_more(search, trials[0].value or 0.0))
         times["old load"].append(timed(lambda: open_search(legacy)))
         times["new load"].append(timed(lambda: open_search(journal)))
+        times["new load cpu"].append(timed(lambda: open_search(journal), time.process_time))
         times["new first"].append(timed(lambda: first_proposal(journal)))
     return times
 
 
+HEADER = (
+    ("trials", 6),
+    ("save, 1st format, ms", 21),
+    ("save, journal, ms", 18),
+    ("open, 1st format, s", 20),
+    ("open, journal, s", 20),
+    ("open, journal, CPU s", 20),
+    ("to 1st trial, s", 20),
+)
+
+
 def bench_files(sizes: list[int], repeats: int, directory: Path) -> None:
-    print("trials | save one trial, ms           | open a search on it, s        | to 1st trial")
-    print("       | first format   | journal     | first format   | journal      | journal, s")
+    print(" | ".join(f"{name:>{width}}" for name, width in HEADER))
     saves = {}
     for size in sizes:
         times = bench_size(size, repeats, directory)
         saves[size] = statistics.median(times["new save"])
+        cells = [
+            f"{size}",
+            spread(times["old save"], 1e3),
+            spread(times["new save"], 1e3),
+            spread(times["old load"], 1, 3),
+            spread(times["new load"], 1, 3),
+            spread(times["new load cpu"], 1, 3),
+            spread(times["new first"], 1, 3),
+        ]
         print(
-            f"{size:>6} | {spread(times['old save'], 1e3):>14} | {spread(times['new save'], 1e3):>11}"
-            f" | {spread(times['old load'], 1, 3):>14} | {spread(times['new load'], 1, 3):>12}"
-            f" | {spread(times['new first'], 1, 3)}"
+            " | ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, HEADER, strict=True))
         )
     print(
         f"journal save at {sizes[-1]} / at {sizes[0]} trials: "

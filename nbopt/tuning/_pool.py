@@ -107,7 +107,7 @@ class _Pool:
             target=serve,
             args=(child_end, self.call, decode, self.search.metric, self._sign, os.getpid()),
             name="nbopt-trial-worker",
-            daemon=True,
+            daemon=False,  # a trial may start processes of its own (DataLoader workers)
         )
         with warnings.catch_warnings():
             # Python 3.12+ warns that forking a multi-threaded process may deadlock the child;

@@ -112,7 +112,7 @@ class Worker:
 _WORKERS: dict[str, Worker] = {}
 
 
-@dataclass
+@dataclass(slots=True)
 class Running:
     """A trial claimed by a process and not finished yet."""
 

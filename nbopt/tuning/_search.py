@@ -238,8 +238,9 @@ class Search:
             failed = [trial for trial in self.trials if trial.status == TrialState.FAILED]
             if failed:
                 first = min(failed, key=lambda trial: trial.number)
+                error = (first.error or "").strip().splitlines()[:1] or ["no error recorded"]
                 raise AllTrialsFailed(
-                    f"all {len(failed)} trials failed; the first one: {first.error}",
+                    f"all {len(failed)} trials failed; the first one: {error[0]}",
                     first.traceback or "",
                 )
         return result

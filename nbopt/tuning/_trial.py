@@ -33,7 +33,7 @@ class TrialState(str, enum.Enum):
         return self in (TrialState.OK, TrialState.STOPPED)
 
 
-@dataclass
+@dataclass(slots=True)
 class Trial:
     """One evaluation of the objective.
 

@@ -172,6 +172,18 @@ def test_workers_do_not_hang_after_this_process_used_threads(no_leftover_process
     assert all(t.status == "ok" for t in result.trials)
 
 
+def test_a_trial_may_start_processes_of_its_own(no_leftover_processes) -> None:
+    """As a DataLoader with workers does: the trial's worker process is no daemon."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    def objective(x, k):
+        data = DataLoader(TensorDataset(torch.arange(8.0)), batch_size=4, num_workers=1)
+        return float(sum(batch[0].sum() for batch in data)) + x
+
+    result = tune(objective, max_evals=2, seed=0, parallel=2)
+    assert [t.status for t in result.trials] == ["ok", "ok"], result.trials[0].error
+
+
 def test_every_trial_failing_is_one_tune_error() -> None:
     with pytest.raises(TuneError, match="all 4 trials failed; the first one: ValueError: no"):
         tune(lambda x, k: (_ for _ in ()).throw(ValueError("no")), max_evals=4)
