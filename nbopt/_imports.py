@@ -9,6 +9,10 @@ from types import ModuleType
 from typing import Any
 
 
+class MissingDependency(ImportError):
+    """An optional package is not installed; the message says which extra installs it."""
+
+
 def optional_import(module: str, extra: str, purpose: str) -> ModuleType:
     """Import ``module`` or raise an ImportError that says how to install it.
 
@@ -20,7 +24,7 @@ def optional_import(module: str, extra: str, purpose: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(
+        raise MissingDependency(
             f"{purpose} needs {module.split('.')[0]}, which is not installed; "
             f'install it with: pip install "nbopt[{extra}]"'
         ) from exc

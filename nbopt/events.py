@@ -29,7 +29,8 @@ class RunStarted(Event):
     ``kind`` names the engine (``"tune"``); ``total`` is the planned number of ``unit``s
     (trials, steps, batch sizes) or None when unknown; ``resumed`` counts units already done
     by an earlier session; ``columns`` head the live table of finished units; ``name`` names
-    the run's TensorBoard directory.
+    the run's TensorBoard directory; ``notes`` say once what the user should know about the
+    run before it starts (a budget the search cannot use, say).
     """
 
     kind: str
@@ -42,6 +43,7 @@ class RunStarted(Event):
     name: str = ""
     columns: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

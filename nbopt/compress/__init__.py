@@ -74,8 +74,11 @@ def optimize(
     Steps run in this order, each only when asked for: prune -> low-rank -> fine-tune ->
     quantize. Every input is checked first; a bad one raises :class:`nbopt.ConfigError` with
     nothing run or changed. The original model is never changed unless ``inplace=True``, and
-    then only after every step has succeeded; an exception in a step (or in ``finetune``)
-    propagates as it is, with the original untouched.
+    then only after every step has succeeded. A step that a library cannot carry out on this
+    model (Torch-Pruning, torchao, torch) raises :class:`nbopt.ConfigError` in one line: which
+    step, what the library said, what to do; an exception of your own code (``finetune``,
+    ``evaluate``) propagates as it is. Either way the original is untouched: nbopt's own
+    calls of it run with its forward hooks suspended and its buffers restored.
 
     Args:
         model: A ``torch.nn.Module``.

@@ -121,8 +121,10 @@ def working_copy(model: nn.Module, example: Any, why: str) -> nn.Module:
         ) from None
     set_eval(work)
     if example is not None:
+        from nbopt.compress._undisturbed import undisturbed
+
         try:
-            with torch.no_grad():
+            with torch.no_grad(), undisturbed(work):
                 call(work, example)
         except Exception as exc:
             raise ConfigError(
@@ -178,3 +180,29 @@ def keep_transformer_layers_working(model: nn.Module) -> None:
             layer in changed for layer in module.layers
         ):
             module.use_nested_tensor = False
+
+
+def linears_from_conv1d(model: nn.Module) -> list[str]:
+    """Replace each transformers ``Conv1D`` (GPT-2's projections: a Linear whose weight is
+    stored ``[in, out]``) by the equal ``nn.Linear``, so that the steps made for Linear layers
+    (dynamic int8, low-rank) reach it; the names replaced."""
+    replaced = []
+    for name, module in list(model.named_modules()):
+        if not (type(module).__name__ == "Conv1D" and hasattr(module, "nf")):
+            continue
+        weight = module.weight
+        linear = nn.Linear(
+            weight.shape[0],
+            weight.shape[1],
+            bias=module.bias is not None,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        with torch.no_grad():
+            linear.weight.copy_(weight.t())
+            if module.bias is not None:
+                linear.bias.copy_(module.bias)
+        parent, attribute = parent_and_name(model, name)
+        setattr(parent, attribute, linear)
+        replaced.append(name)
+    return replaced

@@ -5,8 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nbopt.compress._inputs import keep_transformer_layers_working, parent_and_name
+from nbopt.compress._guard import guarded_step
+from nbopt.compress._inputs import (
+    keep_transformer_layers_working,
+    linears_from_conv1d,
+    parent_and_name,
+)
 from nbopt.compress._registry import LowRank, StepContext, StepOutcome
+from nbopt.compress._tied import Ties
 
 
 def chosen_rank(singular_values: torch.Tensor, energy: float) -> int:
@@ -42,15 +48,26 @@ def factorize(linear: nn.Linear, rank: int) -> nn.Sequential:
     return nn.Sequential(first, second)
 
 
+@guarded_step("lowrank", "use another lowrank= energy, or leave it out")
 def factorize_linears(model: nn.Module, config: LowRank, context: StepContext) -> StepOutcome:
     """Replace each large ``nn.Linear`` by two thinner ones where that saves weights.
 
     Only plain ``nn.Linear`` modules are replaced: subclasses such as attention's output
-    projection are read directly by the code that owns them.
+    projection are read directly by the code that owns them; transformers' ``Conv1D`` layers
+    (GPT-2) become equal Linear layers first. A Linear whose weight is tied to
+    another layer's (a language model's output layer and its embedding table) is left alone:
+    its factors would be stored beside the table instead of sharing it.
     """
     ranks: dict[str, tuple[int, int]] = {}
+    linears_from_conv1d(model)
+    ties = Ties(model)
+    tied = ties.module_names()
+    notes = []
     for name, module in list(model.named_modules()):
         if type(module) is not nn.Linear:
+            continue
+        if name in tied:
+            notes.append(f"{name} shares its weight ({ties.describe()}): not factorised")
             continue
         out_features, in_features = module.weight.shape
         if min(in_features, out_features) < config.min_features:
@@ -68,4 +85,4 @@ def factorize_linears(model: nn.Module, config: LowRank, context: StepContext) -
         detail = f"factorised {len(ranks)} Linear layers (rank/full: {shown})"
     else:
         detail = "no Linear layer got smaller at this energy; nothing factorised"
-    return StepOutcome(model, detail, info={"ranks": ranks})
+    return StepOutcome(model, detail, notes=notes, info={"ranks": ranks})

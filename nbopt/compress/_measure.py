@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from nbopt._numbers import as_number
 from nbopt.compress._inputs import call, device_of
 from nbopt.compress._result import ModelMeasurement
+from nbopt.compress._undisturbed import undisturbed
 from nbopt.errors import ConfigError
 
 # Integer weights that quantized models keep as buffers (PT2E's folded int8 weights).
@@ -102,42 +103,70 @@ def serialized_size(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, example: Any) -> int:
-    """Multiply-accumulates of one forward pass on ``example``.
+    """Multiply-accumulates of one forward pass on ``example``, each operation counted once.
 
     torch's ``FlopCounterMode`` counts the matrix products and convolutions it sees at dispatch
-    (also those of functional code); the kernels it cannot see into (recurrent layers, torch.ao's
-    quantized modules) are counted by forward hooks. Attention's fused fast path is turned off
-    for the count, so its products are seen too.
+    (also those of functional code). Recurrent layers and torch.ao's quantized modules run
+    kernels it cannot see into, or sees only in part (a float GRU's gate products, but not a
+    float LSTM's fused ``mkldnn_rnn_layer``): they are counted by a formula of their shapes,
+    from forward hooks, and whatever the counter saw inside them is left out, so a layer counts
+    the same in float and in int8. Attention's fused fast path is turned off for the count, so
+    its products are seen too.
     """
-    opaque = 0
+    with undisturbed(model):
+        return _count_macs(model, example)
 
-    def count(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        nonlocal opaque
+
+def _count_macs(model: nn.Module, example: Any) -> int:
+    opaque = 0
+    seen_inside = 0
+    entered: list[int] = []
+    counter = FlopCounterMode(display=False, custom_mapping=_MISSING_FORMULAS)
+
+    def enter(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        entered.append(counter.get_total_flops())
+
+    def leave(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        nonlocal opaque, seen_inside
+        seen_inside += counter.get_total_flops() - entered.pop()
         opaque += _opaque_macs(module, inputs, output)
 
-    handles = [m.register_forward_hook(count) for m in model.modules() if _is_opaque(m)]
+    handles = []
+    for module in model.modules():
+        if _is_opaque(module):
+            handles.append(module.register_forward_pre_hook(enter))
+            handles.append(module.register_forward_hook(leave))
     fast_path = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with (
-            torch.no_grad(),
-            FlopCounterMode(display=False, custom_mapping=_MISSING_FORMULAS) as counter,
-        ):
+        with torch.no_grad(), counter:
             call(model, example)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
         for handle in handles:
             handle.remove()
-    return counter.get_total_flops() // 2 + opaque
+    return (counter.get_total_flops() - seen_inside) // 2 + opaque
 
 
 def _cpu_attention_flops(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
     return sdpa_flop_count(query, key, value)
 
 
-# torch's counter knows the CUDA attention kernels but not the CPU one (torch 2.13).
+def _rnn_layer_flops(
+    input: Any, weight_ih: Any, weight_hh: Any, *args: Any, out_val: Any = None, **kwargs: Any
+) -> int:
+    """One direction of one layer of a CPU LSTM (``aten.mkldnn_rnn_layer``): every step
+    multiplies the input by ``weight_ih`` and the state by ``weight_hh``. Seen where no module
+    hook is (a model exported by torch.export). The counter passes shapes, not tensors."""
+    steps = math.prod(input) // input[-1]
+    return 2 * steps * (math.prod(weight_ih) + math.prod(weight_hh))
+
+
+# torch's counter knows the CUDA attention kernels but not the CPU one, nor the CPU LSTM
+# kernel (torch 2.13).
 _MISSING_FORMULAS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+    torch.ops.aten.mkldnn_rnn_layer: _rnn_layer_flops,
 }
 
 
@@ -146,12 +175,16 @@ def _is_opaque(module: nn.Module) -> bool:
         return True
     name = type(module).__module__
     return name.startswith("torch.ao.nn.quantized") and (
-        hasattr(module, "mode") or hasattr(module, "in_features") or hasattr(module, "kernel_size")
+        # Recurrent layers (``mode`` alone would take in quantized EmbeddingBags too), Linear
+        # layers and convolutions; quantized embeddings multiply nothing.
+        hasattr(module, "hidden_size")
+        or hasattr(module, "in_features")
+        or hasattr(module, "kernel_size")
     )
 
 
 def _opaque_macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
-    if hasattr(module, "mode"):
+    if hasattr(module, "hidden_size"):
         return _recurrent_macs(module, inputs[0])
     if hasattr(module, "in_features"):
         return inputs[0].numel() * module.out_features
@@ -189,6 +222,17 @@ def measure_latency(
     has run ``min_repeats`` times and ``min_seconds`` have passed: a burst of load from another
     process then slows every model alike instead of one of them.
     """
+    with undisturbed(*models):
+        return _median_latencies(models, example, min_repeats, min_seconds, max_repeats)
+
+
+def _median_latencies(
+    models: Sequence[Callable[..., Any]],
+    example: Any,
+    min_repeats: int,
+    min_seconds: float,
+    max_repeats: int,
+) -> list[float]:
     devices = {device_of(m) for m in models if isinstance(m, nn.Module)}
     synchronize = torch.cuda.synchronize if any(d.type == "cuda" for d in devices) else None
     times: list[list[float]] = [[] for _ in models]

@@ -193,12 +193,16 @@ class Optimization:
         before, after = baseline, last
         if self.example is not None:
             # The summary compares the two models side by side, alternating calls, so that a
-            # change in the machine's load during the run does not show as a speed-up.
+            # change in the machine's load during the run does not show as a speed-up. The
+            # original runs with its hooks suspended and its buffers restored afterwards.
             with eval_mode(self.original):
                 first, second = measure_latency([self.original, self.work], self.example)
             before = dataclasses.replace(baseline, latency_s=first)
             after = dataclasses.replace(last, latency_s=second)
         notes = list(dict.fromkeys(note for record in records for note in record.notes))
+        slower = _slowdown(before, after, baseline, records)
+        if slower:
+            notes.insert(0, slower)
         model = self.work
         if self.inplace:
             _become(self.original, self.work)
@@ -213,6 +217,46 @@ class Optimization:
             threads=torch.get_num_threads(),
             device=str(self.context.device),
         )
+
+
+# A latency ratio above this is reported as a slowdown (below it, timing noise can explain it).
+SLOWDOWN = 1.05
+# Why a step of each kind can make a model slower, when its own notes do not say.
+_LIKELY_CAUSE = {
+    "quant": (
+        "dynamic int8 quantizes the activations at every call, which costs more than it saves "
+        "on small layers (recurrent layers, narrow Linear layers); static int8 is fast only "
+        "once compiled (torch.compile with Inductor); float16 and bfloat16 need hardware with "
+        "fast kernels for them"
+    ),
+    "prune": "pruned layers whose widths no longer suit the hardware's kernels",
+    "lowrank": "two thin layers can cost more calls than the one layer they replace",
+}
+
+
+def _slowdown(
+    before: ModelMeasurement,
+    after: ModelMeasurement,
+    baseline: ModelMeasurement,
+    records: list[StepRecord],
+) -> str | None:
+    """A note when the optimised model is slower than the original: which steps made it
+    slower (each step's own latency against the stage before it), and the likely cause."""
+    if not before.latency_s or after.latency_s is None:
+        return None
+    ratio = after.latency_s / before.latency_s
+    if ratio <= SLOWDOWN:
+        return None
+    culprits = []
+    previous = baseline
+    for record in records:
+        own = record.after.latency_s, previous.latency_s
+        if own[0] and own[1] and own[0] / own[1] > SLOWDOWN:
+            cause = "see its note" if record.notes else _LIKELY_CAUSE.get(record.kind, "")
+            culprits.append(f"{record.label} ({own[0] / own[1]:.2f}x: {cause})")
+        previous = record.after
+    which = "; ".join(culprits) or "no single step (each was within timing noise)"
+    return f"the optimised model is {ratio:.2f}x slower than the original here: {which}"
 
 
 def _become(original: nn.Module, optimised: nn.Module) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -9,6 +10,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from nbopt._imports import optional_import
+from nbopt.compress._guard import guarded_step
 from nbopt.compress._inputs import call, shapes
 from nbopt.compress._measure import count_weights
 from nbopt.compress._registry import (
@@ -17,6 +19,8 @@ from nbopt.compress._registry import (
     StructuredPruning,
     UnstructuredPruning,
 )
+from nbopt.compress._tied import Ties
+from nbopt.compress._undisturbed import undisturbed
 from nbopt.errors import ConfigError, did_you_mean
 
 _PRUNABLE = (nn.Linear, nn.modules.conv._ConvNd)
@@ -24,7 +28,7 @@ _PRUNABLE = (nn.Linear, nn.modules.conv._ConvNd)
 # leaves alone the group that starts at an embedding table: a transformer's model width
 # (embedding, attention, residual stream, LayerNorms) would never shrink, only its
 # feed-forward width.
-_GROUP_ROOTS = [nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.Embedding, nn.LayerNorm]
+_GROUP_ROOTS = [nn.modules.conv._ConvNd, nn.Linear, nn.RNNBase, nn.Embedding, nn.LayerNorm]
 
 
 def ignored_modules(model: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
@@ -51,34 +55,44 @@ def check_structured(model: nn.Module, config: StructuredPruning, context: StepC
     ignored_modules(model, config.ignore)
 
 
+@guarded_step(
+    "prune_mode=structured",
+    "leave the layer it names out with prune_ignore=NAME, or use prune_mode=unstructured",
+)
 def prune_structured(
     model: nn.Module, config: StructuredPruning, context: StepContext
 ) -> StepOutcome:
     """Remove ``config.amount`` of the channels of every prunable group of layers.
 
-    Torch-Pruning traces the model on the example to find which layers must shrink together
-    (a convolution, its BatchNorm, the next layer's inputs, both branches of a residual sum)
-    and removes the channels of smallest L2 magnitude from each group, so the model becomes
-    physically smaller. The layer producing the output keeps its width; so do the layers in
-    ``config.ignore``.
+    Attention loses whole heads (:mod:`nbopt.compress._heads`). Torch-Pruning then traces the
+    model on the example to find which layers must shrink together (a convolution, its
+    BatchNorm, the next layer's inputs, both branches of a residual sum, every gate of a
+    recurrent layer) and removes the channels of smallest L2 magnitude from each group, so the
+    model becomes physically smaller. A group whose pruning would change the shape of any
+    output keeps its width, as do the layers in ``config.ignore``; tied parameters stay tied.
     """
-    tp = optional_import("torch_pruning", "compress", "prune_mode=structured")
+    optional_import("torch_pruning", "compress", "prune_mode=structured")
+    from nbopt.compress._heads import find_heads, prune_heads
+    from nbopt.compress._prune_graph import frozen_group
+
     before = shapes(_forward(model, context.example))
-    output_layer = _output_layer(model, context.example)
+    ties = Ties(model)
     ignored = ignored_modules(model, config.ignore)
-    if output_layer is not None:
-        ignored.append(output_layer)
+    notes = _unprunable(model, ignored)
     params_before, _ = count_weights(model)
-    pruner = tp.pruner.BasePruner(
-        model,
-        context.example,
-        importance=tp.importance.GroupMagnitudeImportance(p=2),
-        pruning_ratio=config.amount,
-        ignored_layers=ignored,
-        num_heads={m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)},
-        root_module_types=_GROUP_ROOTS,
-    )
-    pruner.step()
+    attention = find_heads(model, ignored)
+    heads = sum(prune_heads(item, config.amount) for item in attention)
+    ties.restore(model)
+    frozen = {layer for item in attention for layer, _ in item.inputs}
+    pruner, graph, outputs = _pruner(model, context.example, ignored, config.amount)
+    tied = ties.holder_modules(model)
+    kept_tied = False
+    for group in pruner.step(interactive=True):
+        reason = frozen_group(graph, group, outputs, frozen, tied)
+        kept_tied |= reason == "tied"
+        if reason is None:
+            group.prune()
+    ties.restore(model)
     after = shapes(_forward(model, context.example))
     if after != before:
         raise ConfigError(
@@ -87,11 +101,68 @@ def prune_structured(
         )
     params_after, _ = count_weights(model)
     removed = 1 - params_after / params_before if params_before else 0.0
-    return StepOutcome(
-        model,
-        f"removed {config.amount:.0%} of channels per layer group: {removed:.0%} of weights",
-        info={"weights_removed": removed},
+    detail = f"removed {config.amount:.0%} of channels per layer group: {removed:.0%} of weights"
+    if heads:
+        detail += f"; {heads} attention heads of {sum(a.heads for a in attention) + heads}"
+    if ties:
+        notes.append(f"tied parameters stay tied: {ties.describe()}")
+    if kept_tied:
+        notes.append(
+            "layers sharing a weight keep their width where their channels belong to "
+            "different groups (pruning one group would need the shared weight in two shapes)"
+        )
+    return StepOutcome(model, detail, notes=notes, info={"weights_removed": removed})
+
+
+def _pruner(
+    model: nn.Module, example: Any, ignored: list[nn.Module], amount: float
+) -> tuple[Any, Any, set[Any]]:
+    """Torch-Pruning's pruner over ``model``, its dependency graph, and the graph's nodes that
+    produce the model's outputs."""
+    import torch_pruning as tp
+
+    from nbopt.compress._prune_graph import (
+        OutputRecorder,
+        customized_pruners,
+        output_nodes,
+        traceable,
     )
+
+    recorder = OutputRecorder()
+    pruners = customized_pruners(model)
+    # Torch-Pruning traces the model by running it (before any shape changes): not a call for
+    # the user's hooks to see, nor one that moves the model's buffers.
+    with traceable(model), undisturbed(model):
+        pruner = tp.pruner.BasePruner(
+            model,
+            _positional(example),
+            importance=tp.importance.GroupMagnitudeImportance(p=2),
+            pruning_ratio=amount,
+            ignored_layers=ignored,
+            num_heads={
+                m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)
+            },
+            customized_pruners=pruners,
+            root_module_types=[*_GROUP_ROOTS, *pruners],
+            output_transform=recorder,
+        )
+    return pruner, pruner.DG, output_nodes(pruner.DG, recorder)
+
+
+def _positional(example: Any) -> Any:
+    # Torch-Pruning calls model(*example) for a list or tuple and model(**example) for a dict;
+    # a single tensor must come as a one-element tuple, or a batch would be split in rows.
+    return (example,) if isinstance(example, torch.Tensor) else example
+
+
+def _unprunable(model: nn.Module, ignored: list[nn.Module]) -> list[str]:
+    """Leave out what cannot be pruned coherently (LSTMs with ``proj_size``), with a note."""
+    notes = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.LSTM) and module.proj_size > 0:
+            ignored.append(module)
+            notes.append(f"{name}: an LSTM with proj_size is left unpruned")
+    return notes
 
 
 def prune_groups(model: nn.Module, example: Any, ignore: tuple[str, ...] = ()) -> list[list[str]]:
@@ -99,21 +170,30 @@ def prune_groups(model: nn.Module, example: Any, ignore: tuple[str, ...] = ()) -
     its layers whose outputs lose channels, the one with the most weights first.
 
     Naming any one layer of a group in ``prune_ignore=`` leaves the whole group unpruned
-    (Torch-Pruning skips a group that holds an ignored layer). The output layer's group and
-    the groups of the layers in ``ignore`` are not listed.
+    (Torch-Pruning skips a group in which an ignored layer would lose outputs). The heads of
+    each attention module are a group, named by its query, key and value projections (one
+    fused projection for GPT-2). Groups whose pruning would change an output's shape and the
+    groups of the layers in ``ignore`` are not listed.
     """
-    tp = optional_import("torch_pruning", "compress", "prune_mode=structured")
+    optional_import("torch_pruning", "compress", "prune_mode=structured")
+    from nbopt.compress._heads import find_heads
+    from nbopt.compress._prune_graph import frozen_group
+
     names = {module: name for name, module in model.named_modules() if name}
     ignored = ignored_modules(model, ignore)
-    output_layer = _output_layer(model, example)
-    if output_layer is not None:
-        ignored.append(output_layer)
-    graph = tp.DependencyGraph().build_dependency(model, example)
+    _unprunable(model, ignored)
+    attention = find_heads(model, ignored)
+    frozen = {layer for item in attention for layer, _ in item.inputs}
+    tied = Ties(model).holder_modules(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner, graph, outputs = _pruner(model, example, ignored, 0.5)
     groups = []
     for group in graph.get_all_groups(
-        ignored_layers=[m for layer in ignored for m in layer.modules()],
-        root_module_types=_GROUP_ROOTS,
+        ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
     ):
+        if frozen_group(graph, group, outputs, frozen, tied):
+            continue
         layers = list(
             dict.fromkeys(
                 dep.target.module
@@ -124,28 +204,14 @@ def prune_groups(model: nn.Module, example: Any, ignore: tuple[str, ...] = ()) -
         if layers:
             layers.sort(key=lambda m: -sum(p.numel() for p in m.parameters(recurse=False)))
             groups.append([names[m] for m in layers])
+    # Each attention module's heads are a group of their own, named by its projections.
+    groups += [[names[layer] for layer, _ in item.inputs] for item in attention]
     return groups
 
 
 def _forward(model: nn.Module, example: Any) -> Any:
-    with torch.no_grad():
+    with torch.no_grad(), undisturbed(model):
         return call(model, example)
-
-
-def _output_layer(model: nn.Module, example: Any) -> nn.Module | None:
-    """The Linear or convolution that ran last: the classifier whose width is the output's."""
-    order: list[nn.Module] = []
-    handles = [
-        module.register_forward_hook(lambda module, inputs, output: order.append(module))
-        for module in model.modules()
-        if isinstance(module, _PRUNABLE)
-    ]
-    try:
-        _forward(model, example)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return order[-1] if order else None
 
 
 def check_unstructured(model: nn.Module, config: UnstructuredPruning, context: StepContext) -> None:
@@ -153,12 +219,14 @@ def check_unstructured(model: nn.Module, config: UnstructuredPruning, context: S
     ignored_modules(model, config.ignore)
 
 
+@guarded_step("prune_mode=unstructured", "leave the layer it names out with prune_ignore=NAME")
 def prune_unstructured(
     model: nn.Module, config: UnstructuredPruning, context: StepContext
 ) -> StepOutcome:
     """Zero the ``config.amount`` of weights smallest in magnitude, over all Linear,
     convolution and attention projection weights together, and make it permanent."""
     ignored = {id(m) for layer in ignored_modules(model, config.ignore) for m in layer.modules()}
+    ties = Ties(model)
     targets = [
         (module, "weight")
         for module in model.modules()
@@ -171,12 +239,17 @@ def prune_unstructured(
         and module.in_proj_weight is not None
         and id(module) not in ignored
     ]
+    # A tied weight is pruned once, through its first holder, and stays shared.
+    targets = list(
+        {id(getattr(module, name)): (module, name) for module, name in targets[::-1]}.values()
+    )[::-1]
     if not targets:
         raise ConfigError("prune_mode=unstructured found no Linear or convolution to prune")
     prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=config.amount)
     # Masks alone cost memory and time at every call: fold them into the weights.
     for module, name in targets:
         prune.remove(module, name)
+    ties.restore(model)
     pruned = sum(getattr(m, name).numel() for m, name in targets)
     zeros = sum(int((getattr(m, name) == 0).sum()) for m, name in targets)
     return StepOutcome(

@@ -7,16 +7,8 @@ Each magic is a module here (its options and a ``run`` function) over the shared
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shlex
-import shutil
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from traitlets import CaselessStrEnum, Unicode
 
@@ -24,6 +16,7 @@ from nbopt.magics import accelerate as accelerate_magic
 from nbopt.magics import batchsize as batchsize_magic
 from nbopt.magics import optimize as optimize_magic
 from nbopt.magics import optimize_auto as optimize_auto_magic
+from nbopt.magics import tensorboard as tensorboard_command
 from nbopt.magics import tune as tune_magic
 from nbopt.magics.options import tokenize
 from nbopt.ui import DEFAULT_LOGDIR, PROGRESS_MODES
@@ -80,25 +73,9 @@ class NbOptMagics(Magics):
         return accelerate_magic.run(self, line, cell)
 
     @line_magic
+    @_documented(tensorboard_command.HELP)
     def nbopt(self, line: str) -> None:
-        """nbopt's own commands.
-
-        %nbopt tensorboard [LOGDIR]   open TensorBoard on LOGDIR (default: the magics' logdir,
-                                      %config NbOptMagics.logdir) inside the notebook
-        """
-        try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            raise UsageError(f"%nbopt: {exc}") from None
-        if not words or words[0] != "tensorboard" or len(words) > 2:
-            raise UsageError("%nbopt: usage: %nbopt tensorboard [LOGDIR]")
-        logdir = words[1] if len(words) == 2 else self.logdir
-        if logdir in ("", "none"):
-            raise UsageError("%nbopt tensorboard: logging is off (NbOptMagics.logdir); give LOGDIR")
-        from tensorboard import notebook
-
-        with _tensorboard_binary():
-            notebook.start(f"--logdir {shlex.quote(logdir)} --host 127.0.0.1")
+        tensorboard_command.run(self, line)
 
 
 def _auto_form(line: str) -> tuple[bool, str]:
@@ -111,19 +88,3 @@ def _auto_form(line: str) -> tuple[bool, str]:
     if "auto" not in tokens:
         return False, line
     return True, " ".join(token for token in tokens if token != "auto")
-
-
-@contextlib.contextmanager
-def _tensorboard_binary() -> Iterator[None]:
-    """Point TensorBoard's launcher at the ``tensorboard`` beside this Python when none is on
-    PATH: a kernel started from a virtual environment that was never activated has the package
-    but not its scripts on PATH, and TensorBoard looks for the program there only."""
-    beside = Path(sys.executable).parent / "tensorboard"
-    if "TENSORBOARD_BINARY" in os.environ or shutil.which("tensorboard") or not beside.exists():
-        yield
-        return
-    os.environ["TENSORBOARD_BINARY"] = str(beside)
-    try:
-        yield
-    finally:
-        del os.environ["TENSORBOARD_BINARY"]

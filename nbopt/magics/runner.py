@@ -21,6 +21,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
+from nbopt._imports import MissingDependency
 from nbopt.errors import ConfigError, did_you_mean
 from nbopt.events import Event, RunFinished
 from nbopt.magics.option_types import Enum, Identifier, Text
@@ -94,11 +95,11 @@ class MagicCall:
 
     @contextlib.contextmanager
     def usage_errors(self) -> Iterator[None]:
-        """Show nbopt's input errors as IPython's one-line ``UsageError``, naming options as
-        the user wrote them."""
+        """Show nbopt's input errors, and an optional package that is missing, as IPython's
+        one-line ``UsageError``, naming options as the user wrote them."""
         try:
             yield
-        except ConfigError as exc:
+        except (ConfigError, MissingDependency) as exc:
             raise UsageError(f"{self.prefix}: {self.speak(str(exc))}") from None
 
     def fail(self, message: str) -> UsageError:

@@ -29,7 +29,9 @@ notebook at the end:
     hidden = choice(32, 64, 128)
     model = make_model(hidden); val_acc = fit(model, lr)
 
-Space functions: uniform, loguniform, quniform, qloguniform, randint, choice, normal.
+Space functions: uniform, loguniform, quniform, qloguniform, randint, choice, normal; they
+are known inside the magic's line and cell, and elsewhere come from nbopt (for a space=NAME
+dict: from nbopt import choice, loguniform).
 The result (a TuneResult) is returned, kept in _nbopt, and in out=NAME if given.
 """
 

@@ -89,10 +89,16 @@ class Search:
             deterministic=deterministic,
             mode=mode,
         )
+        size = self.proposer.size
         if max_evals is None and timeout is None:
-            size = self.proposer.size
             max_evals = size if self.algo == "grid" and size else DEFAULT_MAX_EVALS
         self.max_evals = max_evals
+        self.notes: list[str] = []
+        if deterministic and size is not None and max_evals is not None and max_evals > size:
+            self.notes.append(
+                f"the space has {size} configurations, so the search ends after {size} trials "
+                f"(max_evals={max_evals}; deterministic=False would repeat configurations)"
+            )
         self.trials: list[Trial] = []
         self._numbers: set[int] = set()
         self.n_finished = self._n_failed = 0
@@ -137,6 +143,7 @@ class Search:
                 name=self.name,
                 columns=("trial", self.header.metric, "best", "params", "time"),
                 config={"algo": self.algo, "backend": backend, "stop": self.stop.name},
+                notes=tuple(self.notes),
             )
         )
 

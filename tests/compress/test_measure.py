@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -76,6 +77,47 @@ def test_macs_of_an_lstm_match_a_hand_count(quantized: bool) -> None:
     if quantized:
         model = quantize_int8_cpu(nn.Sequential(model)).model
     assert count_macs(model, x) == 3 * 7 * per_step
+
+
+@pytest.mark.parametrize(
+    ("cell", "gates", "form"),
+    [
+        (cell, gates, form)
+        for cell, gates in [(nn.LSTM, 4), (nn.GRU, 3), (nn.RNN, 1)]
+        for form in ("float", "int8", "exported")
+        if not (cell is nn.RNN and form == "int8")  # torch.ao has no int8 nn.RNN
+    ],
+)
+def test_macs_of_recurrent_layers_are_counted_once_in_every_form(
+    cell: type[nn.RNNBase], gates: int, form: str
+) -> None:
+    """A float GRU's gate products are visible to torch's counter, a float LSTM's fused kernel
+    is not, a quantized one runs one opaque kernel and an exported one has no module: each is
+    counted once, by the same hand formula, so int8 shows no false change in MACs."""
+    model = cell(6, 10, num_layers=2, batch_first=True, bidirectional=True).eval()
+    x = torch.randn(3, 5, 6)
+    per_step = 2 * (gates * 10 * (6 + 10) + gates * 10 * (2 * 10 + 10))
+    if form == "int8":
+        model = quantize_int8_cpu(nn.Sequential(model)).model
+    elif form == "exported":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "tensor attributes ... were assigned during export"
+            model = torch.export.export(model, (x,)).module()
+    assert count_macs(model, x) == 3 * 5 * per_step
+
+
+def test_macs_of_hugging_face_attention_match_a_hand_count() -> None:
+    """A BERT layer: four projections, two feed-forward layers, and the two attention products
+    (scores and weighted values) of every head, run through scaled_dot_product_attention."""
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertLayer
+
+    dim, heads, hidden, batch, length = 32, 4, 64, 2, 7
+    config = BertConfig(hidden_size=dim, num_attention_heads=heads, intermediate_size=hidden)
+    layer = BertLayer(config).eval()
+    projections = batch * length * (4 * dim * dim + 2 * dim * hidden)
+    attention = 2 * batch * length * length * dim
+    assert count_macs(layer, torch.randn(batch, length, dim)) == projections + attention
 
 
 def test_macs_of_a_transformer_layer_are_seen_despite_its_fused_path() -> None:

@@ -81,8 +81,9 @@ def test_structured_pruning_of_a_transformer_block_keeps_it_working(
         assert pruned(token_ids).shape == (8, 4)
 
 
-def test_a_pruned_output_width_is_a_config_error() -> None:
-    """Two heads: only the last one is recognised as the output; the check catches the other."""
+def test_every_output_keeps_its_width_without_prune_ignore() -> None:
+    """Two heads, one behind an activation: both are found as outputs in the traced graph, so
+    neither width changes; the shared body is still pruned."""
 
     class TwoHeads(nn.Module):
         def __init__(self) -> None:
@@ -94,8 +95,10 @@ def test_a_pruned_output_width_is_a_config_error() -> None:
             hidden = torch.relu(self.body(x))
             return torch.relu(self.head_a(hidden)), self.head_b(hidden)
 
-    with pytest.raises(ConfigError, match=r"output shapes.*prune_ignore="):
-        _structured(TwoHeads(), torch.randn(2, 8))
+    pruned = _structured(TwoHeads(), torch.randn(2, 8)).model
+    assert (pruned.head_a.out_features, pruned.head_b.out_features) == (16, 3)
+    assert pruned.body.out_features == 16
+    assert [tuple(t.shape) for t in pruned(torch.randn(2, 8))] == [(2, 16), (2, 3)]
 
 
 def test_unstructured_pruning_zeroes_the_fraction_and_keeps_shapes(mlp: nn.Module) -> None:

@@ -218,3 +218,21 @@ def test_every_option_sets_an_engine_parameter_with_the_same_default(schema, eng
         assert option.parameter in parameters, option.name
         if option.default is not None:
             assert option.default == parameters[option.parameter].default, option.name
+
+
+def test_a_missing_optional_package_is_one_line_naming_the_extra(
+    ip: Any, run_cell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The import of LightGBM fails as on a base install (a None entry in ``sys.modules``
+    makes ``import lightgbm`` raise ImportError): the magic says which extra to install."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lightgbm", None)
+    run_cell(ip, "def f(x):\n    return x")
+    expected = (
+        r"^%tune: algo=atpe needs lightgbm, which is not installed; install it with: "
+        r'pip install "nbopt\[atpe\]"$'
+    )
+    with pytest.raises(UsageError, match=expected):
+        run_cell(ip, "%tune f x=uniform(0, 1) algo=atpe max_evals=2 progress=none logdir=none")
+    assert "_nbopt" not in ip.user_ns

@@ -621,3 +621,18 @@ def test_callbacks_receive_the_run_events_in_order() -> None:
     assert all(e.best is not None and e.best.value <= e.trial.value for e in finished)
     assert events[-1].status == "done"
     assert events[-1].result.best_value == result.best_value
+
+
+def test_a_budget_above_a_finite_spaces_size_is_said_once(capsys) -> None:
+    """``max_evals=5`` on four configurations runs four trials, and says so before the first."""
+    result = tune(
+        lambda a, b: a + b,
+        {"a": choice(0, 1), "b": choice(0, 1)},
+        max_evals=5,
+        seed=0,
+        progress="text",
+    )
+    out = capsys.readouterr().out
+    assert len(result.trials) == 4
+    assert out.count("the space has 4 configurations, so the search ends after 4 trials") == 1
+    assert out.index("the space has 4") < out.index("trial   0")

@@ -54,3 +54,33 @@ def test_nbopt_tensorboard_with_logging_off_says_so(shell):
     run(shell, "%config NbOptMagics.logdir = 'none'")
     with pytest.raises(UsageError, match="logging is off"):
         run(shell, "%nbopt tensorboard")
+
+
+def test_a_logdir_that_does_not_exist_is_refused_in_one_line(shell, tmp_path):
+    """A typo would otherwise open an empty TensorBoard, silently."""
+    with pytest.raises(UsageError, match=r"is not a directory \(nothing was logged there\)"):
+        run(shell, f"%nbopt tensorboard {tmp_path / 'runs' / 'missing'}")
+
+
+@pytest.mark.slow
+def test_a_running_server_for_the_same_logdir_is_reused_and_listed(shell, tmp_path, capsys):
+    from tensorboard import manager
+
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    before = {info.pid for info in manager.get_all()}
+    try:
+        run(shell, f"%nbopt tensorboard {logdir}")
+        started = [info for info in manager.get_all() if info.pid not in before]
+        capsys.readouterr()
+        run(shell, f"%nbopt tensorboard {logdir}")
+        assert [info for info in manager.get_all() if info.pid not in before] == started
+        out = capsys.readouterr().out
+        assert f"TensorBoard on port {started[0].port} already shows" in out
+        run(shell, "%nbopt tensorboard list")
+        assert f"port {started[0].port}: {logdir}" in capsys.readouterr().out
+    finally:
+        for info in manager.get_all():
+            if info.pid not in before:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(info.pid, signal.SIGTERM)

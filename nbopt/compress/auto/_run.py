@@ -199,7 +199,10 @@ class AutoOptimization:
         except TuneError:
             if self.user_error is not None:
                 raise self.user_error from None
-            raise
+            if self.searched is None:
+                raise
+            # Every plan failed on this model: the result keeps the original and says why.
+            search = self.searched
         if self.user_error is not None:
             raise self.user_error
         return search
@@ -310,7 +313,12 @@ class AutoOptimization:
         chosen = _simplest_of_the_best([p for p in measured if p.within], tie) or original
         failed = [t for t in trials if t.status == "failed"]
         if failed:
-            self.notes.append(f"{len(failed)} trials failed; the first: {failed[0].error}")
+            reasons = dict.fromkeys(f"{t.plan.label()} ({t.error})" for t in failed)
+            shown = "; ".join(list(reasons)[:3]) + ("; ..." if len(reasons) > 3 else "")
+            self.notes.append(
+                f"{len(failed)} plans could not be built on this model and count as infeasible "
+                f"(the search went on): {shown}"
+            )
         if self.finetune_steps is not None and self.builder.reports == 0 and self.finetune:
             self.notes.append(
                 "finetune_steps= had no effect: the fine-tune function never called "

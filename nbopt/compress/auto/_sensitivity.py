@@ -20,6 +20,7 @@ from nbopt.compress._measure import read_metric
 from nbopt.compress._registry import PRUNING, QUANTIZATION, StepContext
 from nbopt.compress.auto._result import LayerSensitivity
 from nbopt.compress.auto._tolerance import Tolerance
+from nbopt.errors import ConfigError
 
 # How much of each group the pruning pass removes: the middle of the searched range.
 PRUNE_AMOUNT = 0.5
@@ -35,15 +36,21 @@ def quantization_sensitivity(
     tolerance: Tolerance,
     context: StepContext,
     on_layer: Callable[[LayerSensitivity], None] = lambda item: None,
+    skipped: list[str] | None = None,
 ) -> list[LayerSensitivity]:
-    """Quantize each of ``layers`` alone with dynamic int8; the layers, most sensitive first."""
+    """Quantize each of ``layers`` alone with dynamic int8; the layers, most sensitive first.
+    A layer the step cannot quantize is left out, and ``skipped`` says why."""
     backend = QUANTIZATION.get("int8")
     measured = []
     for name in _largest(model, layers):
         others = tuple(other for other in layers if other != name)
-        quantized = backend.load()(
-            copy.deepcopy(model), backend.make_config(skip=others), context
-        ).model
+        try:
+            quantized = backend.load()(
+                copy.deepcopy(model), backend.make_config(skip=others), context
+            ).model
+        except ConfigError as exc:
+            _skip(skipped, f"int8 of {name} alone", exc)
+            continue
         measured.append(_judge("quant", name, (name,), quantized, evaluate, tolerance))
         on_layer(measured[-1])
     return ranked(measured)
@@ -58,19 +65,30 @@ def pruning_sensitivity(
     context: StepContext,
     prune_ignore: tuple[str, ...] = (),
     on_layer: Callable[[LayerSensitivity], None] = lambda item: None,
+    skipped: list[str] | None = None,
 ) -> list[LayerSensitivity]:
     """Prune each group alone (``PRUNE_AMOUNT`` of its channels, no fine-tuning); the groups,
-    most sensitive first. ``groups`` are lists of layer names, the naming layer first."""
+    most sensitive first. ``groups`` are lists of layer names, the naming layer first. A group
+    the step cannot prune is left out, and ``skipped`` says why."""
     backend = PRUNING.get("structured")
     by_name = {group[0]: tuple(group) for group in groups}
     measured = []
     for name in _largest(model, list(by_name)):
         others = tuple(other for other in by_name if other != name)
         config = backend.make_config(amount=PRUNE_AMOUNT, ignore=(*prune_ignore, *others))
-        pruned = backend.load()(copy.deepcopy(model), config, context).model
+        try:
+            pruned = backend.load()(copy.deepcopy(model), config, context).model
+        except ConfigError as exc:
+            _skip(skipped, f"pruning the group of {name} alone", exc)
+            continue
         measured.append(_judge("prune", name, by_name[name], pruned, evaluate, tolerance))
         on_layer(measured[-1])
     return ranked(measured)
+
+
+def _skip(skipped: list[str] | None, what: str, error: ConfigError) -> None:
+    if skipped is not None:
+        skipped.append(f"{what} was left out of the sensitivity pass: {error}")
 
 
 def ranked(items: Sequence[LayerSensitivity]) -> list[LayerSensitivity]:

@@ -59,11 +59,11 @@ def plan_space(
         on_layer(item, next(counter), total)
 
     judged = {"evaluate": evaluate, "tolerance": tolerance, "context": context}
-    quant = quantization_sensitivity(model, int8_layers, **judged, on_layer=measured)
+    quant = quantization_sensitivity(model, int8_layers, **judged, on_layer=measured, skipped=notes)
     prune = []
     if groups:
         prune = pruning_sensitivity(
-            model, groups, **judged, prune_ignore=prune_ignore, on_layer=measured
+            model, groups, **judged, prune_ignore=prune_ignore, on_layer=measured, skipped=notes
         )
     space = PlanSpace(
         prune_keeps=_keeps([item.layer for item in prune]) if groups else None,

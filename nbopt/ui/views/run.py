@@ -12,8 +12,8 @@ def present_run_started(event: RunStarted, state: ProgressState) -> None:
     state.done = event.resumed
     state.columns = event.columns
     state.curve_label = f"best {event.metric} ({event.mode})"
-    if event.resumed:
-        state.note = f"resuming: {event.resumed} {event.unit} done"
+    resumed = [f"resuming: {event.resumed} {event.unit} done"] if event.resumed else []
+    state.note = "; ".join([*resumed, *event.notes])
 
 
 def present_step(event: StepReported, state: ProgressState) -> None:
