@@ -184,6 +184,19 @@ def test_cell_form_with_metric_puts_the_best_trial_into_the_notebook(ip, nb) -> 
     assert ns["_nbopt"] == result
 
 
+def test_a_cell_that_never_assigns_its_metric_stops_at_the_first_trial(ip, nb) -> None:
+    """metric=val_acc on a cell without val_acc is said after one trial, not after all."""
+    with pytest.raises(UsageError, match=r"metric=val_acc: the cell ran but did not assign"):
+        nb(f"""
+            %%tune max_evals=20 metric=val_acc {QUIET}
+            lr = uniform(0, 1)
+            calls.append(lr)
+            val_loss = lr
+        """)
+    assert len(ip.user_ns["calls"]) == 1
+    assert len(ip.user_ns["_nbopt"].trials) == 1
+
+
 def test_cell_form_last_expression_is_the_metric(ip, nb) -> None:
     """Without metric= the value of the cell's last expression is minimised."""
     result = nb(f"""
