@@ -352,6 +352,30 @@ def test_corrupt_study_is_a_usage_error_and_left_untouched(ip, nb, in_tmp_dir) -
     assert "_nbopt" not in ip.user_ns
 
 
+def test_a_study_write_failing_mid_search_keeps_every_finished_trial_in_nbopt(
+    ip, nb, in_tmp_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk at the third trial's record: one line, and _nbopt holds the three trials."""
+    import errno
+
+    from nbopt.tuning import _journal
+    from nbopt.tuning._errors import StudyWriteError
+
+    real = _journal._write_all
+
+    def write(fd: int, data: bytes) -> None:
+        if b'"event":"finish","number":2' in data:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(_journal, "_write_all", write)
+    with pytest.raises(StudyWriteError) as info:
+        nb(f"%tune train lr=uniform(0, 1) layers=choice(1, 2) max_evals=6 study=s.jsonl {QUIET}")
+    assert "\n" not in str(info.value) and "no space left on device" in str(info.value)
+    assert [t.number for t in ip.user_ns["_nbopt"].trials] == [0, 1, 2]
+    assert len(ip.user_ns["calls"]) == 3
+
+
 def test_help_lists_every_option() -> None:
     """``%tune?`` shows every option of the schema, with the space functions and an example."""
     from nbopt.magics import NbOptMagics
