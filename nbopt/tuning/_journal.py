@@ -45,7 +45,8 @@ class JournalFile:
     # -- before the first trial ---------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Check that the study can be written here, changing nothing but a missing directory.
+        """Check that the study can be written here, changing nothing but a missing directory
+        (and temporary files that crashed writers left beside the study).
 
         Raises:
             ConfigError: the directory is missing (and so is its parent), a part of the path
@@ -67,6 +68,7 @@ class JournalFile:
             with self.locked():
                 if self.target.exists():
                     os.close(os.open(self.target, os.O_WRONLY | os.O_APPEND))
+                self._remove_stale_temporaries()
                 self._probe(directory)
         except OSError as exc:
             raise ConfigError(self._cannot(_reason(exc))) from None

@@ -544,6 +544,8 @@ def test_mode_and_symbolic_link_are_kept_and_temporary_files_cleaned(tmp_path: P
     stale.write_text("left by a crash")
     tune(lambda x, k: x, max_evals=3, study=link, seed=0)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600 and link.is_symlink()
+    assert not stale.exists()
+    stale.write_text("left by a crash")
     tune(lambda x, k: x, max_evals=1, study=link, restart=True)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600 and link.is_symlink()
     assert len(_saved(target)) == 1
