@@ -84,7 +84,9 @@ SCHEMA = Schema(
             1,
             "trials running at once: in worker processes forked from the kernel, or on Ray",
         ),
-        Option("address", Text("address"), None, "backend=ray: a cluster to join"),
+        Option(
+            "address", Text("address"), None, "backend=ray: a cluster to join (auto, host:port)"
+        ),
         *common_options("TuneResult"),
     ],
     positional=("objective",),

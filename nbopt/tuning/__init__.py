@@ -128,8 +128,9 @@ def tune(
             forked from this one (so functions and data defined in a notebook work as they
             are, and a trial that crashes its process fails alone); this process proposes
             every configuration, records every trial, and shows them as usual.
-        address: Ray cluster address (``"auto"``, ``"ray://host:10001"``); by default a local
-            Ray is started for the search and shut down after it.
+        address: Ray cluster to join: ``"auto"`` (the one started on this machine with
+            ``ray start``) or ``"host:port"`` (the head's GCS port, 6379 by default). By
+            default a local Ray of the search's own is started and shut down after it.
         progress: ``"auto"`` (a widget in a notebook, text elsewhere), ``"widget"``,
             ``"text"`` or ``"none"``.
         logdir: TensorBoard log directory (one run per trial, with HParams); None for no logs.
