@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 import nbopt
 from nbopt.errors import ConfigError
 from nbopt.tuning import Trial, TuneResult
+from nbopt.tuning._study import read_study
 from nbopt.tuning._whatif import WhatIfModel, params_to_vals
 
 SPACE = {"x": nbopt.uniform(-3.0, 3.0), "y": nbopt.uniform(-3.0, 3.0)}
@@ -122,9 +122,9 @@ def test_one_more_trial_is_recorded_in_the_study(tmp_path) -> None:
     assert (trial.number, trial.value, trial.status) == (10, 0.0, "ok")
     assert trial.params == {"x": 1.0, "y": -1.0}
     assert result.trials[-1] is trial
-    saved = json.loads(study.read_text())["trials"]
-    assert [t["number"] for t in saved] == list(range(11))
-    assert saved[-1]["value"] == 0.0
+    _, saved, running = read_study(study)
+    assert sorted(t.number for t in saved) == list(range(11)) and not running
+    assert max(saved, key=lambda t: t.number).value == 0.0
     assert result.model() is not before
     assert len(result.model().trials) == 11
     resumed = _search(max_evals=11, study=study)
