@@ -187,7 +187,13 @@ def tune(
     )
     module, function = BACKENDS[backend].split(":")
     run = getattr(importlib.import_module(module), function)
-    return run(search, call, parallel=parallel, address=address)
+    result = run(search, call, parallel=parallel, address=address)
+    result.space = space
+    if backend == "local":
+        from nbopt.tuning._whatif import trial_runner
+
+        result._runner = trial_runner(search, call)
+    return result
 
 
 def check_study(

@@ -142,6 +142,13 @@ class Proposer:
                 return Proposal(docs[0], vals, self.params(vals))
         return self._first_unseen_point(tid)
 
+    def given(self, vals: dict[str, Any]) -> Proposal:
+        """A configuration the caller chose, as the next proposal: the algorithm learns from
+        it when told, and does not propose it again."""
+        tid = self._trials.new_trial_ids(1)[0]
+        self._seen.add(identity(vals))
+        return Proposal(trial_doc(self._domain, self._trials, tid, vals), vals, self.params(vals))
+
     def _accept(self, vals: dict[str, Any]) -> bool:
         key = identity(vals)
         if self.deterministic and key in self._seen:

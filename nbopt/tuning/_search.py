@@ -338,6 +338,25 @@ class Search:
             raise
         return self.finish("done")
 
+    def evaluate(self, call: Callable[[Any], Any], vals: dict[str, Any]) -> Trial:
+        """Run the configuration ``vals`` (Hyperopt's encoding) as one more trial after the run:
+        claimed, recorded and saved in the study like the others."""
+        proposal = self.proposer.given(vals)
+        if self._study is not None:
+            ACTIVE_SEARCHES.add(self._token)  # its claim in the study belongs to a live search
+        try:
+            if self._study is None:
+                claimed = self._propose(proposal)
+            else:
+                with self._study.locked():
+                    self._absorb(self._study.sync(), loading=False)
+                    claimed = self._propose(proposal)
+            assert claimed is not None
+            self._run_trial(call, *claimed)
+        finally:
+            ACTIVE_SEARCHES.discard(self._token)
+        return next(trial for trial in reversed(self.trials) if trial.number == claimed[0])
+
     def _run_trial(self, call: Callable[[Any], Any], number: int, proposal: Proposal) -> None:
         trial = Trial(number, proposal.params, vals=proposal.vals, started=time.time())
         self.bus.emit(TrialStarted(number, proposal.params))
