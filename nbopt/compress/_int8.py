@@ -164,10 +164,11 @@ def _measure(
         for index, (name, q) in enumerate(candidates.items())
     }
     faithful = {name: m for name, m in measured.items() if m[1] >= FIDELITY}
-    pool = faithful or measured
-    fastest = min(m[0] for m in pool.values())
-    tied = {name: m for name, m in pool.items() if m[0] <= fastest * (1 + TIE)}
-    name = max(tied, key=lambda n: tied[n][1])
+    fastest = min((m[0] for m in faithful.values()), default=0.0)
+    tied = {name: m for name, m in faithful.items() if m[0] <= fastest * (1 + TIE)}
+    # Without a faithful backend, speed does not matter: the closest to float wins.
+    pool = tied or measured
+    name = max(pool, key=lambda n: pool[n][1])
     if not faithful:
         reason = f"no backend kept the outputs within {FIDELITY} cosine of float: the closest"
     elif len(tied) > 1:

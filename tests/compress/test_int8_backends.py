@@ -64,6 +64,32 @@ def test_auto_measures_the_backends_once_per_structure_and_says_what_it_chose(
     assert "torch.ao" in note and "torchao" in note and "latency" in note
 
 
+class _Distorted(nn.Module):
+    """A candidate whose outputs are the model's, negated or pushed along a constant."""
+
+    def __init__(self, model: nn.Module, negate: bool) -> None:
+        super().__init__()
+        self.model, self.negate = model, negate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return -out if self.negate else out + 100 * out.abs().mean()
+
+
+def test_auto_takes_the_closest_backend_when_none_is_faithful(mlp: nn.Module) -> None:
+    from nbopt.compress import _int8
+    from nbopt.compress._registry import StepContext
+
+    def quantize(name: str, model: nn.Module, skip: tuple[str, ...]) -> nn.Module:
+        return _Distorted(model, negate=name == "torch.ao")
+
+    context = StepContext(torch.randn(16, 64), torch.device("cpu"))
+    choice = _int8._measure(mlp, (), context, ["torch.ao", "torchao"], quantize)
+    assert choice.measured["torch.ao"][1] == pytest.approx(-1.0)
+    assert -1 < choice.measured["torchao"][1] < FIDELITY
+    assert choice.name == "torchao" and "the closest" in choice.reason
+
+
 def test_without_torch_ao_int8_runs_on_torchao(mlp: nn.Module, without_torch_ao, quantized):
     x = torch.randn(16, 64)
     result = optimize(mlp, quant="int8", example=x, **QUIET)
