@@ -59,6 +59,10 @@ def base_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
+def test_the_development_environment_is_consistent() -> None:
+    assert "No broken requirements" in _pip(Path(sys.executable), "check")
+
+
 def test_the_distributions_hold_the_package_and_its_metadata_only(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         tops = {name.split("/")[0] for name in archive.namelist()}

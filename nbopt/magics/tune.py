@@ -75,7 +75,9 @@ SCHEMA = Schema(
         Option("rung", Int(1), 1, "stop=asha: steps to the first rung (then x3, x9 ...)"),
         Option("backend", Enum(*BACKENDS), "local", "run trials here, or on Ray (nbopt[ray])"),
         Option("parallel", Int(1), 1, "backend=ray: trials running at once"),
-        Option("address", Text("address"), None, "backend=ray: a cluster to join"),
+        Option(
+            "address", Text("address"), None, "backend=ray: a cluster to join (auto, host:port)"
+        ),
         *common_options("TuneResult"),
     ],
     positional=("objective",),

@@ -117,8 +117,9 @@ def tune(
             trials, ``parallel`` at a time, on a local Ray or the cluster at ``address``;
             needs ``pip install "nbopt[ray]"``).
         parallel: Trials running at once on Ray.
-        address: Ray cluster address (``"auto"``, ``"ray://host:10001"``); by default a local
-            Ray is started for the search and shut down after it.
+        address: Ray cluster to join: ``"auto"`` (the one started on this machine with
+            ``ray start``) or ``"host:port"`` (the head's GCS port, 6379 by default). By
+            default a local Ray of the search's own is started and shut down after it.
         progress: ``"auto"`` (a widget in a notebook, text elsewhere), ``"widget"``,
             ``"text"`` or ``"none"``.
         logdir: TensorBoard log directory (one run per trial, with HParams); None for no logs.

@@ -32,6 +32,7 @@ from nbopt.errors import user_traceback
 from nbopt.events import StepReported
 from nbopt.tuning._objective import read_metric
 from nbopt.tuning._proposer import Proposal
+from nbopt.tuning._ray_cluster import check_nodes_can_load, parse_address, ray_session
 from nbopt.tuning._ray_send import check_sendable
 from nbopt.tuning._result import TuneResult
 from nbopt.tuning._search import Search
@@ -45,34 +46,36 @@ _STEP = "nbopt_step"
 def run_on_ray(
     search: Search, call: Callable[[Any], Any], *, parallel: int, address: str | None
 ) -> TuneResult:
-    """Run ``search`` on Ray; returns its result (and re-raises an interrupt after saving)."""
+    """Run ``search`` on Ray; returns its result (and re-raises an interrupt after saving).
+
+    Without ``address`` (and no Ray connection open), a local Ray is started for the search
+    and shut down after it; with one, the search joins that cluster (see ``_ray_cluster``).
+    Raises ConfigError, before any trial, for a cluster that cannot run the search.
+    """
     ray = optional_import("ray", "ray", "backend=ray")
     tune = optional_import("ray.tune", "ray", "backend=ray")
+    where = parse_address(address)
     check_sendable(call)
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(
-            address=address,
-            num_cpus=None if address else max(parallel, os.cpu_count() or 1),
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level="ERROR",
-            configure_logging=True,
-        )
-    try:
-        return _fit(search, call, parallel, tune, ray)
-    finally:
-        if started_here:
-            ray.shutdown()
+    with ray_session(ray, where, max(parallel, os.cpu_count() or 1)) as on_cluster:
+        return _fit(search, call, parallel, tune, ray, check_nodes=on_cluster)
 
 
 def _fit(
-    search: Search, call: Callable[[Any], Any], parallel: int, tune: Any, ray: Any
+    search: Search,
+    call: Callable[[Any], Any],
+    parallel: int,
+    tune: Any,
+    ray: Any,
+    *,
+    check_nodes: bool,
 ) -> TuneResult:
+    function = _make_trainable(call, search.metric)
+    if check_nodes:
+        check_nodes_can_load(ray, function)
     bridge = _Bridge(search)
     searcher, callback, stopper = _ray_hooks(bridge)
     cpus = float(ray.available_resources().get("CPU", parallel))
-    trainable = tune.with_resources(_make_trainable(call, search.metric), {"cpu": cpus / parallel})
+    trainable = tune.with_resources(function, {"cpu": cpus / parallel})
     search.start(backend="ray")
     with (
         tempfile.TemporaryDirectory(prefix="nbopt-ray-") as storage,

@@ -55,6 +55,10 @@ class WidgetReporter(ProgressReporter):
             self._displayed = True
         self.title.value = f"<b>{html.escape(state.title)}</b>"
         total = state.total if state.total else max(state.done, 1)
+        if state.status == "done":
+            # A run that ended before its budget (stop_at=, a stop rule) is complete: a full bar;
+            # the description still says how many of the budget it used.
+            total = state.done
         self.bar.max = max(total, 1)
         self.bar.value = min(state.done, self.bar.max)
         self.bar.description = f"{state.done}/{state.total}" if state.total else str(state.done)

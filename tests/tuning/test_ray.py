@@ -21,11 +21,6 @@ ray = pytest.importorskip("ray")
 SPACE = {"x": nbopt.uniform(-1, 1), "k": nbopt.choice(0, 1, 2, 3)}
 
 
-def slow_objective(x, k):
-    time.sleep(0.5)
-    return (x - 0.2) ** 2 + k
-
-
 def crashing_objective(x, k):
     if k == 3:
         os._exit(3)  # the worker process dies: nothing is reported
@@ -50,6 +45,26 @@ def test_nbopt_starts_a_local_ray_and_shuts_it_down_when_none_is_running():
     assert not ray.is_initialized()
 
 
+@pytest.mark.slow
+def test_a_local_ray_that_cannot_start_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """A real failure: a Ray temp dir too deep for the Unix sockets Ray puts in it."""
+    import psutil
+
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    monkeypatch.setenv("RAY_TMPDIR", str(deep))
+    children = {p.pid for p in psutil.Process().children()}
+    with pytest.raises(RuntimeError) as caught:
+        nbopt.tune(lambda x, k: x, SPACE, max_evals=1, backend="ray", progress="none", logdir=None)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("could not start a local Ray for backend=ray (OSError: ")
+    assert message.endswith(f"Ray's logs are in {deep}/ray/session_latest/logs")
+    assert not ray.is_initialized()
+    running = [p for p in psutil.Process().children() if p.status() != psutil.STATUS_ZOMBIE]
+    assert {p.pid for p in running} <= children
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """One Ray for the tests below; nbopt joins it and leaves it running."""
@@ -61,8 +76,20 @@ def local_ray():
 @pytest.mark.slow
 def test_parallel_trials_overlap_and_the_study_resumes_on_the_local_backend(local_ray, tmp_path):
     study = tmp_path / "study.json"
+    started = tmp_path / "started"
+    started.mkdir()
+
+    def together(x, k):
+        # The first two trials each wait for the other: they overlap if Ray runs them at
+        # once, however long the machine takes to start a trial.
+        (started / str(x)).touch()
+        deadline = time.time() + 120
+        while len(list(started.iterdir())) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        return (x - 0.2) ** 2 + k
+
     result = nbopt.tune(
-        slow_objective,
+        together,
         SPACE,
         max_evals=4,
         seed=0,

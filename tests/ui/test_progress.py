@@ -134,6 +134,17 @@ def test_widget_reporter_after_a_run(widget_views) -> None:
     assert "<svg" in view.curve.value
 
 
+def test_widget_reporter_fills_the_bar_of_a_run_that_ends_before_its_budget(widget_views):
+    """A search that ends early (here: a space of 3 configurations under a budget of 6) is
+    complete: the bar is full and green, and its description says how much of the budget it
+    used."""
+    nbopt.tune(lambda x: x, {"x": choice(1, 2, 3)}, max_evals=6, progress="widget", logdir=None)
+    view = widget_views[0]
+    assert view.bar.value == view.bar.max
+    assert view.bar.bar_style == "success"
+    assert view.bar.description.endswith("/6")
+
+
 def test_widget_reporter_turns_red_on_interrupt(widget_views) -> None:
     """After a KeyboardInterrupt the bar is "danger" and counts the finished trials."""
     calls = []
