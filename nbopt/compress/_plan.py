@@ -163,8 +163,17 @@ class Plan:
             steps.append(Step("prune", "remove soft-pruned channels", SOFT_REMOVAL, soft))
         if self.quant is not None:
             backend = QUANTIZATION.get(self.quant)
-            # QAT trained for torchao's numerics: auto then means those kernels.
-            kernels = "torchao" if self.qat and self.quant_backend == "auto" else self.quant_backend
+            # QAT trained for torchao's numerics, and torch.export cannot trace torch.ao's
+            # packed int8 weights: either way auto means torchao's kernels.
+            to_pt2 = export is not None and Path(str(export)).suffix.lower() == ".pt2"
+            kernels = self.quant_backend
+            if kernels == "auto" and (self.qat or to_pt2):
+                kernels = "torchao"
+            if kernels == "torch.ao" and to_pt2:
+                raise ConfigError(
+                    "export=.pt2 cannot hold torch.ao's int8 layers (torch.export does not "
+                    "trace them): use quant_backend=torchao (or auto)"
+                )
             config = backend.make_config(calib=calib, skip=self.quant_keep, backend=kernels)
             steps.append(Step("quant", f"quantize {self.quant}", backend, config))
         if export is not None:
