@@ -364,10 +364,10 @@ def tune_parallel(device: torch.device, checks: Checks) -> str:
         logdir=None,
         seed=0,
     )
-    finished = [t for t in result.trials if t.state.value == "ok"]
+    finished = [t for t in result.trials if t.status == "ok"]
     checks.check("every trial finished on the device", len(finished) == 6)
     checks.check("no CUDA initialised in the kernel", not torch.cuda.is_initialized())
-    return f"{len(finished)}/6 trials ok, best loss {result.best_loss:.3f}"
+    return f"{len(finished)}/6 trials ok, best loss {result.best_value:.3f}"
 
 
 ROWS: dict[str, tuple[str, Callable[[torch.device, Checks], str]]] = {

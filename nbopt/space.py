@@ -65,10 +65,28 @@ class Dimension:
             return [float(k * q) for k in range(first, last + 1)]
         raise ConfigError(f"{self!r} is continuous and has no finite set of values")
 
+    def grid_count(self) -> int:
+        """How many values a discrete dimension has (a choice's options count as one each)."""
+        if self.kind == "choice":
+            return len(self.args)
+        if self.kind == "randint":
+            return self.args[1] - self.args[0]
+        if self.kind in ("quniform", "qloguniform"):
+            low, high, q = self.args
+            return round(high / q) - round(low / q) + 1
+        raise ConfigError(f"{self!r} is continuous and has no finite set of values")
+
+
+# Bounds beyond this magnitude are not a search range: their difference overflows, or their
+# logarithm leaves the floats Hyperopt samples in.
+LIMIT = 1e300
+
 
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
         raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or abs(value) > LIMIT:
+        raise ConfigError(f"{name} must be a finite number within ±{LIMIT:g}, got {value!r}")
     return value
 
 
@@ -77,8 +95,17 @@ def _bounds(kind: str, low: Any, high: Any, *, positive: bool = False) -> None:
     _number(f"{kind}() high", high)
     if not low < high:
         raise ConfigError(f"{kind}(low, high) needs low < high, got ({low!r}, {high!r})")
-    if positive and low <= 0:
-        raise ConfigError(f"{kind}(low, high) needs 0 < low, got low={low!r}")
+    if positive and low < 1 / LIMIT:
+        raise ConfigError(
+            f"{kind}(low, high) needs 0 < low (at least {1 / LIMIT:g}), got low={low!r}"
+        )
+
+
+def _step(kind: str, low: float, high: float, q: Any) -> None:
+    if _number(f"{kind}() q", q) <= 0:
+        raise ConfigError(f"{kind}() q must be positive, got {q!r}")
+    if not math.isfinite((high - low) / q):
+        raise ConfigError(f"{kind}() q={q!r} is too small for the range [{low!r}, {high!r}]")
 
 
 def uniform(low: float, high: float) -> Dimension:
@@ -96,16 +123,14 @@ def loguniform(low: float, high: float) -> Dimension:
 def quniform(low: float, high: float, q: float) -> Dimension:
     """``round(uniform(low, high) / q) * q``; an int when ``low``, ``high`` and ``q`` are ints."""
     _bounds("quniform", low, high)
-    if _number("quniform() q", q) <= 0:
-        raise ConfigError(f"quniform() q must be positive, got {q!r}")
+    _step("quniform", low, high, q)
     return Dimension("quniform", (low, high, q))
 
 
 def qloguniform(low: float, high: float, q: float) -> Dimension:
     """``round(loguniform(low, high) / q) * q``; an int when all three are ints (batch sizes)."""
     _bounds("qloguniform", low, high, positive=True)
-    if _number("qloguniform() q", q) <= 0:
-        raise ConfigError(f"qloguniform() q must be positive, got {q!r}")
+    _step("qloguniform", low, high, q)
     return Dimension("qloguniform", (low, high, q))
 
 
@@ -194,6 +219,20 @@ def _dimension_to_hyperopt(dim: Dimension, label: str, convert, hp, scope) -> An
     raise ConfigError(f"unknown dimension kind {kind!r}")
 
 
+def contains_raw_hyperopt(node: Any) -> bool:
+    """True if ``node`` is or holds a Hyperopt expression (an ``hp.*`` node), not only nbopt's
+    dimensions and constants."""
+    if is_hyperopt_expression(node):
+        return True
+    if isinstance(node, Dimension):
+        return node.kind == "choice" and any(contains_raw_hyperopt(o) for o in node.args)
+    if isinstance(node, Mapping):
+        return any(contains_raw_hyperopt(v) for v in node.values())
+    if isinstance(node, (list, tuple)):
+        return any(contains_raw_hyperopt(v) for v in node)
+    return False
+
+
 def contains_dimension(node: Any) -> bool:
     """True if ``node`` is or holds a searchable dimension (nbopt's or a raw Hyperopt one)."""
     if isinstance(node, Dimension) or is_hyperopt_expression(node):
@@ -211,7 +250,7 @@ def grid_size(space: Any) -> int | None:
         if space.kind == "choice":
             sizes = [grid_size(opt) for opt in space.args]
             return None if None in sizes else sum(sizes)
-        return len(space.grid_values()) if space.is_discrete else None
+        return space.grid_count() if space.is_discrete else None
     if is_hyperopt_expression(space):
         return None
     children: Any = ()

@@ -65,6 +65,16 @@ def _labels(space: dict) -> set[str]:
         (lambda: normal(0, 0), "sigma must be positive"),
         (lambda: normal(0, -1), "sigma must be positive"),
         (lambda: normal("x", 1), "mu must be a number"),
+        (lambda: uniform(0, math.inf), "uniform() high must be a finite number within ±1e+300"),
+        (lambda: uniform(-1e308, 1e308), "uniform() low must be a finite number within"),
+        (lambda: loguniform(1, math.inf), "loguniform() high must be a finite number"),
+        (lambda: loguniform(1e-4, 1e308), "loguniform() high must be a finite number"),
+        (lambda: loguniform(5e-324, 1), "needs 0 < low (at least 1e-300)"),
+        (lambda: quniform(-math.inf, 0, 1), "quniform() low must be a finite number"),
+        (lambda: quniform(0, 1e300, 1e-300), "q=1e-300 is too small for the range"),
+        (lambda: qloguniform(1, 10, math.inf), "qloguniform() q must be a finite number"),
+        (lambda: normal(0, math.inf), "normal() sigma must be a finite number"),
+        (lambda: normal(-math.inf, 1), "normal() mu must be a finite number"),
     ],
 )
 def test_space_functions_validate_their_arguments(build, fragment: str) -> None:
@@ -72,6 +82,30 @@ def test_space_functions_validate_their_arguments(build, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
         build()
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 1e300), (-1e300, 1e300), (1e-300, 1e300)])
+def test_the_widest_bounds_accepted_search_without_error(bounds: tuple[float, float]) -> None:
+    """Bounds at the limit still work end to end in every algorithm's sampling."""
+    import nbopt
+
+    for algo in ("rand", "tpe", "auto"):
+        space = {"x": loguniform(*bounds) if bounds[0] > 0 else uniform(*bounds)}
+        result = nbopt.tune(
+            lambda x: float(x > 0),
+            space,
+            max_evals=8,
+            algo=algo,
+            seed=0,
+            progress="none",
+            logdir=None,
+        )
+        assert all(t.status == "ok" for t in result.trials)
+        assert all(bounds[0] <= t.params["x"] <= bounds[1] for t in result.trials)
+
+
+def test_grid_size_of_a_fine_step_is_counted_not_listed() -> None:
+    assert grid_size({"x": quniform(0, 1e12, 1)}) == 10**12 + 1
 
 
 def test_space_functions_build_dimensions() -> None:

@@ -262,12 +262,18 @@ def _median_latencies(
 
 
 def read_metric(value: Any) -> float:
-    """The number ``evaluate`` returned; ConfigError for anything else."""
+    """The number ``evaluate`` returned; ConfigError for anything else, NaN and inf included
+    (a metric that is not a finite number cannot be compared, and would be reported as such)."""
     number = as_number(value)
     if number is None:
         raise ConfigError(
             f"evaluate= must return a number (the metric), got {type(value).__name__}: "
             f"{_short_repr(value)}"
+        )
+    if not math.isfinite(number):
+        raise ConfigError(
+            f"evaluate= returned {number}, not a finite number; check it on the model "
+            "(a division by an empty count, a diverged model or an overflow gives NaN or inf)"
         )
     return number
 

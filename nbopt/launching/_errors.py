@@ -79,6 +79,8 @@ class Failure:
     exitcode: int | None = None
     # Died without a Python exception: a signal, os._exit, the OOM killer.
     crashed: bool = False
+    # Ended with sys.exit(0) while the others ran: it has no traceback of its own.
+    early: bool = False
 
 
 def raised(rank: int, report: Mapping[str, Any]) -> Failure:
@@ -99,10 +101,13 @@ def raised(rank: int, report: Mapping[str, Any]) -> Failure:
     return Failure(rank, report["time"], summary, traceback, exception)
 
 
-def crashed(rank: int, exitcode: int | None, stderr: str) -> Failure:
-    """The failure of a rank that ended without a report; ``stderr`` is its last output."""
+def crashed(rank: int, exitcode: int | None, stderr: str, why_killed: str = "") -> Failure:
+    """The failure of a rank that ended without a report; ``stderr`` is its last output, and
+    ``why_killed`` what is known of a SIGKILL that nbopt did not send (memory, say)."""
     if exitcode is not None and exitcode < 0:
         how = f"was killed by {signal.Signals(-exitcode).name}"
+        if why_killed and exitcode == -signal.SIGKILL:
+            how += f", {why_killed}"
     else:
         how = f"exited with status {exitcode} without a Python exception"
     output = own_frames(stderr)
@@ -113,10 +118,17 @@ def crashed(rank: int, exitcode: int | None, stderr: str) -> Failure:
     return Failure(rank, time.time(), how, traceback, None, exitcode, crashed=True)
 
 
+def early_exit(rank: int, when: float, how: str) -> Failure:
+    """A rank that ended (``how``: ``sys.exit(0)``) while the others still ran: the likely cause
+    of what they raised next, as a peer in a collective that never came."""
+    summary = f"ended with {how} while the other ranks still ran"
+    return Failure(rank, when, summary, crashed=True, early=True)
+
+
 def failure_error(failures: Sequence[Failure], stopped: Sequence[int], size: int) -> LaunchError:
     """The error to raise: the first failure, with what followed it in brief."""
-    # A crash is the cause of whatever the other ranks raised at the same time (gloo's
-    # "Connection closed by peer"), whichever the launcher heard of first.
+    # A crash, or an early exit, is the cause of whatever the other ranks raised at the same
+    # time (gloo's "Connection closed by peer"), whichever the launcher heard of first.
     first = min(failures, key=lambda failure: (not failure.crashed, failure.time))
     after = [f"rank {f.rank} {f.summary.split(':')[0]}" for f in failures if f is not first]
     if stopped:
@@ -124,10 +136,14 @@ def failure_error(failures: Sequence[Failure], stopped: Sequence[int], size: int
     summary = f"rank {first.rank} of {size} {first.summary}"
     if after:
         summary += "; then " + ", ".join(after)
+    # An early exit has no traceback of its own: show what its absence made the others raise.
+    traceback = first.traceback
+    if first.early:
+        traceback = next((f.traceback for f in failures if f.traceback), "")
     return LaunchError(
         summary,
         rank=first.rank,
-        remote_traceback=first.traceback,
+        remote_traceback=traceback,
         exception=first.exception,
         exitcode=first.exitcode,
     )

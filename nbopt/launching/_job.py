@@ -15,7 +15,7 @@ import pickle
 import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -25,12 +25,15 @@ from nbopt.launching._errors import (
     Failure,
     LaunchError,
     crashed,
+    early_exit,
     failure_error,
     raised,
     timeout_error,
     unloadable_result,
 )
+from nbopt.launching._memory import MemoryWatch
 from nbopt.launching._plan import JobPlan, free_port
+from nbopt.launching._processes import JobMarks
 from nbopt.launching._relay import Relay
 from nbopt.launching._result import LaunchResult, RankOutcome
 from nbopt.launching._worker import RankSetup, run_rank, unpack_result
@@ -61,6 +64,8 @@ class _Rank:
     reported: bool = False
     payload: bytes | None = None
     last_report: str = ""
+    exited_early: str | None = None  # "sys.exit(0)": it ended so, while others may still run
+    reported_at: float = 0.0
 
     @property
     def ended(self) -> bool:
@@ -82,6 +87,8 @@ class Job:
         self._started = time.monotonic()
         self._stopping = False
         self.outcomes: dict[int, RankOutcome] = {}
+        self.marks: JobMarks | None = None
+        self.memory = MemoryWatch()
 
     def run(self) -> Any:
         plan = self.plan
@@ -103,7 +110,11 @@ class Job:
         try:
             _warm_imports()
             self._started = time.monotonic()
+            self.marks = JobMarks()
+            with _fork_warning_silenced():
+                self.marks.start_watchdog()
             self._start_ranks()
+            self.marks.close_in_launcher()
             timed_out = self._supervise()
             dumps = self._stack_dumps() if timed_out else {}
             self._stop()
@@ -122,7 +133,7 @@ class Job:
             error: LaunchError = timeout_error(plan.timeout or 0, dumps)
         elif self.failures:
             stopped = [rank.number for rank in self.ranks if rank.status == STOPPED]
-            error = failure_error(self.failures, stopped, plan.num_processes)
+            error = failure_error(self.failures + self._early_exits(), stopped, plan.num_processes)
         else:
             try:
                 value = unpack_result(self.ranks[0].payload)
@@ -143,24 +154,22 @@ class Job:
             out_read, out_write = os.pipe()
             err_read, err_write = os.pipe()
             conn, child_conn = context.Pipe(duplex=False)
+            assert self.marks is not None
             setup = RankSetup(
                 rank=number,
-                environment=self.plan.environment(number, port),
+                environment={**self.plan.environment(number, port), **self.marks.environment},
                 parent_pid=os.getpid(),
                 stdout_fd=out_write,
                 stderr_fd=err_write,
                 shown=shown,
+                mark_fd=self.marks.fd,
             )
             process = context.Process(
                 target=run_rank,
                 args=(setup, self.fn, self.args, child_conn),
                 name=f"nbopt-rank-{number}",
             )
-            with warnings.catch_warnings():
-                # Python 3.12+ warns that forking a multi-threaded process may deadlock the
-                # child; the rank avoids the known cases (see _worker) and this is the
-                # documented cost of seeing the notebook's variables.
-                warnings.simplefilter("ignore", DeprecationWarning)
+            with _fork_warning_silenced():
                 process.start()
             with contextlib.suppress(OSError):  # the rank did it already, or exited
                 os.setpgid(process.pid, process.pid)
@@ -203,6 +212,7 @@ class Job:
         return False
 
     def _wait_once(self, seconds: float) -> None:
+        self.memory.sample({r.number: r.process.pid for r in self.ranks if not r.exited})
         handlers: dict[Any, Callable[[], None]] = {}
         for rank in self.ranks:
             if rank.conn_open:
@@ -231,6 +241,7 @@ class Job:
             self.bus.emit(RankStepReported(None, step, value, metrics, rank=rank.number))
         elif kind == "done":
             rank.reported, rank.payload = True, message[1]
+            rank.exited_early, rank.reported_at = message[2], message[3]
         elif kind == "error":
             self._fail(rank, raised(rank.number, message[1]))
 
@@ -249,7 +260,8 @@ class Job:
             rank.status = DONE if rank.reported else STOPPED
             self._rank_finished(rank.number, rank.status, rank.last_report)
             return
-        self._fail(rank, crashed(rank.number, rank.process.exitcode, rank.relays[1].tail))
+        why = self.memory.explain_sigkill(rank.number)
+        self._fail(rank, crashed(rank.number, rank.process.exitcode, rank.relays[1].tail, why))
 
     def _fail(self, rank: _Rank, failure: Failure) -> None:
         if rank.status != "running":
@@ -305,6 +317,20 @@ class Job:
             rank.conn.close()
             for relay in rank.relays:
                 relay.close()
+        if self.marks is not None:
+            # What the ranks started in sessions of their own, or left behind when they ended.
+            self.marks.end_all()
+            self.marks.release()
+
+    def _early_exits(self) -> list[Failure]:
+        """Ranks that ended with sys.exit(0) before the first failure: the likely cause of it,
+        as a peer that left a collective the others then waited for."""
+        first = min(failure.time for failure in self.failures)
+        return [
+            early_exit(rank.number, rank.reported_at, rank.exited_early)
+            for rank in self.ranks
+            if rank.exited_early and rank.reported_at < first
+        ]
 
     def _finish(self, status: str, message: str, value: Any = None) -> None:
         self.result = LaunchResult(
@@ -329,6 +355,16 @@ class Job:
 
     def _elapsed(self) -> str:
         return fmt.duration(self._seconds())
+
+
+@contextlib.contextmanager
+def _fork_warning_silenced() -> Iterator[None]:
+    """Python 3.12+ warns that forking a multi-threaded process may deadlock the child; the
+    rank avoids the known cases (see _worker), the watchdog runs a few system calls, and this
+    is the documented cost of seeing the notebook's variables."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def _warm_imports() -> None:

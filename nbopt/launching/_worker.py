@@ -5,8 +5,9 @@ descriptors 1 and 2, so that output from C++ code such as gloo's is relayed too)
 message pipe carrying pickled tuples:
 
 * ``("step", step, value, metrics)`` for each ``nbopt.report`` call,
-* ``("done", payload)`` at the end (``payload``: rank 0's return value saved with
-  ``torch.save``, None for the other ranks),
+* ``("done", payload, exited, time)`` at the end (``payload``: rank 0's return value saved
+  with ``torch.save``, None for the other ranks; ``exited``: ``"sys.exit(0)"`` when the
+  function ended by ``sys.exit`` with success, None when it returned),
 * ``("error", report)`` when the function raised (a dict, see :func:`failure_report`).
 """
 
@@ -44,6 +45,7 @@ class RankSetup:
     stdout_fd: int
     stderr_fd: int
     shown: bool = True  # whether the rank's output reaches the notebook
+    mark_fd: int | None = None  # held by every process of the job (see _processes)
 
 
 def run_rank(
@@ -51,6 +53,8 @@ def run_rank(
 ) -> None:
     """The body of a rank's process: set it up, call ``fn(*args)``, send back how it went."""
     _detach(setup.parent_pid)
+    if setup.mark_fd is not None:
+        os.set_inheritable(setup.mark_fd, True)  # programs it executes carry the mark too
     _redirect_output(setup.stdout_fd, setup.stderr_fd)
     _kernel_displays(setup.shown)
     os.environ.update(setup.environment)
@@ -60,13 +64,14 @@ def run_rank(
     def sink(step: int, value: float | None, metrics: dict[str, float]) -> None:
         _send(conn, ("step", step, value, metrics))
 
+    exited = None
     try:
         with reporting_to(sink):
             value = fn(*args)
     except SystemExit as exc:
         if exc.code not in (None, 0):
             _fail(conn, exc)
-        value = None
+        value, exited = None, f"sys.exit({'' if exc.code is None else exc.code})"
     except BaseException as exc:
         _fail(conn, exc)
     payload = None
@@ -76,7 +81,7 @@ def run_rank(
         except Exception as exc:
             _send(conn, ("error", _unsendable_report(exc)))
             sys.exit(1)
-    _send(conn, ("done", payload))
+    _send(conn, ("done", payload, exited, time.time()))
 
 
 def _fail(conn: Connection, exc: BaseException) -> NoReturn:

@@ -48,7 +48,11 @@ SCHEMA = Schema(
         Option("metric", Text("name"), None, "the value to optimise: a dict key or cell variable"),
         Option("mode", Enum("min", "max"), "min", "minimise or maximise the metric"),
         Option(
-            "study", Text("path"), None, "JSON file keeping every trial; re-running continues it"
+            "study",
+            Text("path"),
+            None,
+            "file keeping every trial (JSON lines); re-running continues it, and several "
+            "kernels can share it",
         ),
         Option("restart", Bool(), False, "start the study over", flag=True),
         Option(
@@ -74,7 +78,12 @@ SCHEMA = Schema(
         Option("stop_min_trials", Int(0), 5, "stop=median: trials needed at a step to judge it"),
         Option("rung", Int(1), 1, "stop=asha: steps to the first rung (then x3, x9 ...)"),
         Option("backend", Enum(*BACKENDS), "local", "run trials here, or on Ray (nbopt[ray])"),
-        Option("parallel", Int(1), 1, "backend=ray: trials running at once"),
+        Option(
+            "parallel",
+            Int(1),
+            1,
+            "trials running at once: in worker processes forked from the kernel, or on Ray",
+        ),
         Option(
             "address", Text("address"), None, "backend=ray: a cluster to join (auto, host:port)"
         ),
@@ -98,7 +107,6 @@ _DEPENDENT = {
     "stop_warmup": ("stop", "median"),
     "stop_min_trials": ("stop", "median"),
     "rung": ("stop", "asha"),
-    "parallel": ("backend", "ray"),
     "address": ("backend", "ray"),
 }
 

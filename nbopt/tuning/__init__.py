@@ -22,6 +22,7 @@ from nbopt.tuning._algorithms import (
     vals_key,
 )
 from nbopt.tuning._cell import CellObjective
+from nbopt.tuning._errors import AllTrialsFailed, StopSearch, StudyWriteError
 from nbopt.tuning._result import TuneResult
 from nbopt.tuning._stopping import STOP_RULES, AshaStopper, MedianStopper, Stopper
 from nbopt.tuning._trial import Trial, TrialState
@@ -32,15 +33,19 @@ __all__ = [
     "BACKENDS",
     "STOP_RULES",
     "Algorithm",
+    "AllTrialsFailed",
     "AshaStopper",
     "CellObjective",
     "MedianStopper",
     "SearchContext",
+    "StopSearch",
     "Stopper",
+    "StudyWriteError",
     "Suggest",
     "Trial",
     "TrialState",
     "TuneResult",
+    "check_study",
     "trial_doc",
     "tune",
     "vals_key",
@@ -98,7 +103,10 @@ def tune(
         metric: Key of the value to optimise in a dict result (default ``"loss"``, or its only
             number).
         mode: ``"min"`` or ``"max"``.
-        study: JSON file that keeps every finished trial; an existing study is continued.
+        study: File that keeps every trial (a journal of JSON lines); an existing study is
+            continued. Any number of processes, on one machine or several sharing the disk,
+            can run one study at once: trial numbers stay unique, each sees the others'
+            finished and running trials, and ``max_evals`` counts them all.
         restart: Start the study over instead of continuing it.
         deterministic: The objective gives the same value for the same configuration, so a
             configuration already evaluated is not run again.
@@ -113,10 +121,13 @@ def tune(
         stop_warmup: Steps before the median rule may stop a trial.
         stop_min_trials: Trials that must have reported a step before the median rule judges it.
         rung: Steps to ASHA's first rung.
-        backend: ``"local"`` (trials one after another in this process) or ``"ray"`` (Ray Tune
-            trials, ``parallel`` at a time, on a local Ray or the cluster at ``address``;
-            needs ``pip install "nbopt[ray]"``).
-        parallel: Trials running at once on Ray.
+        backend: ``"local"`` (trials in this process, or in ``parallel`` processes forked from
+            it) or ``"ray"`` (Ray Tune trials, ``parallel`` at a time, on a local Ray or the
+            cluster at ``address``; needs ``pip install "nbopt[ray]"``).
+        parallel: Trials running at once. On the local backend, each runs in a worker process
+            forked from this one (so functions and data defined in a notebook work as they
+            are, and a trial that crashes its process fails alone); this process proposes
+            every configuration, records every trial, and shows them as usual.
         address: Ray cluster to join: ``"auto"`` (the one started on this machine with
             ``ray start``) or ``"host:port"`` (the head's GCS port, 6379 by default). By
             default a local Ray of the search's own is started and shut down after it.
@@ -146,6 +157,8 @@ def tune(
         raise ConfigError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
     if parallel < 1:
         raise ConfigError(f"parallel must be at least 1, got {parallel}")
+    if address is not None and backend != "ray":
+        raise ConfigError("address= needs backend='ray'")
     if isinstance(stop, Stopper) and backend != "local":
         raise ConfigError(
             "stop= with a Stopper object runs on the local backend; on Ray use stop='median' "
@@ -174,7 +187,30 @@ def tune(
     )
     module, function = BACKENDS[backend].split(":")
     run = getattr(importlib.import_module(module), function)
-    return run(search, call, parallel=parallel, address=address)
+    result = run(search, call, parallel=parallel, address=address)
+    result.space = space
+    if backend == "local":
+        from nbopt.tuning._whatif import trial_runner
+
+        result._runner = trial_runner(search, call)
+    return result
+
+
+def check_study(
+    path: str | os.PathLike[str], *, metric: str, mode: str = "min", restart: bool = False
+) -> int:
+    """Check, before any work, that a search can keep its trials in the study at ``path``:
+    the path can be written (its directory is created if its parent exists), and an existing
+    file is a valid study made with ``metric`` and ``mode``. For an engine that runs ``tune``
+    after work of its own, on a search space it only knows then (the space is checked when
+    the search starts). Returns the number of finished trials the study holds.
+
+    Raises:
+        ConfigError: what is wrong, in one line; the file is left untouched.
+    """
+    from nbopt.tuning._study import check_study as check
+
+    return check(path, metric=metric, mode=mode, restart=restart)
 
 
 def _space_keys(space: Any) -> list[str] | None:

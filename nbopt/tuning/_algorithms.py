@@ -8,6 +8,7 @@ from a :class:`SearchContext`, which lets it see the space and the budget.
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ def vals_key(vals: dict[str, Any]) -> str:
     """A hashable identity of a configuration in Hyperopt's label -> value encoding."""
     from nbopt.tuning._trial import jsonable
 
+    if all(type(v) is int or (type(v) is float and math.isfinite(v)) for v in vals.values()):
+        return json.dumps(vals, sort_keys=True)  # as read from a study: JSON already
     return json.dumps(jsonable(vals), sort_keys=True)
 
 

@@ -14,11 +14,12 @@ import ast
 import itertools
 import linecache
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, NoReturn
 
-from nbopt.errors import ConfigError
+from nbopt.errors import ConfigError, did_you_mean
 from nbopt.events import Event
 from nbopt.space import SPACE_FUNCTIONS, Dimension
+from nbopt.tuning._errors import StopSearch
 from nbopt.tuning.events import TrialFinished
 
 _cell_counter = itertools.count(1)
@@ -71,6 +72,7 @@ class CellObjective:
         self._metric_ast = ast.Expression(metric_expression) if metric_expression else None
         self._compile()
         self.last_assigned: dict[str, Any] = {}
+        self._metric_seen = False
         self.best_assigned: dict[str, Any] | None = None
         self._best_number: int | None = None
 
@@ -126,9 +128,10 @@ class CellObjective:
             if self._metric_code is not None:
                 value = eval(self._metric_code, trial_namespace)
             elif self.metric not in trial_namespace:
-                raise NameError(f"the cell did not assign the metric {self.metric!r}")
+                self._missing_metric(trial_namespace, params)
             else:
                 value = trial_namespace[self.metric]
+                self._metric_seen = True
         finally:
             self.last_assigned = {
                 key: item
@@ -138,6 +141,24 @@ class CellObjective:
             }
         return value if self.metric is None else {self.metric: value}
 
+    def _missing_metric(self, namespace: dict[str, Any], params: dict[str, Any]) -> NoReturn:
+        """The cell ran but did not assign the metric: on the first trial, the search stops
+        (every trial would fail the same way); later, only this trial fails."""
+        if self._metric_seen:
+            raise NameError(f"the cell did not assign the metric {self.metric!r}")
+        assigned = sorted(
+            key
+            for key, item in namespace.items()
+            if key not in params
+            and key != "__builtins__"
+            and (key not in self.namespace or self.namespace[key] is not item)
+        )
+        hint = did_you_mean(str(self.metric), assigned)
+        listed = f"; it assigned {', '.join(assigned)}" if assigned else ""
+        raise StopSearch(
+            f"metric={self.metric}: the cell ran but did not assign {self.metric}{hint}{listed}"
+        )
+
     def track_best(self, event: Event) -> None:
         """Event callback: keep what the best trial assigned (only the best, to free memory)."""
         if not isinstance(event, TrialFinished) or event.best is None:
@@ -145,6 +166,11 @@ class CellObjective:
         if event.best.number == event.trial.number:
             self.best_assigned = self.last_assigned
             self._best_number = event.trial.number
+
+    def keep(self, number: int, assigned: dict[str, Any]) -> None:
+        """Take ``assigned`` as what trial ``number`` assigned: the best trial, run in a worker
+        process (``parallel=N``), whose variables came back from there."""
+        self.best_assigned, self._best_number = assigned, number
 
     def publish(self, best_number: int | None, best_params: dict[str, Any] | None) -> list[str]:
         """Put the best trial's values into the notebook; returns the names assigned."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from nbopt._numbers import as_number
 from nbopt.errors import ConfigError, did_you_mean
+from nbopt.tuning._trial import Trial, TrialState
 
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
@@ -33,6 +34,9 @@ def bind_objective(fn: Callable[..., Any], keys: Iterable[str] | None) -> Callab
     named = [p for p in parameters if p.kind in _NAMED]
     names = {p.name for p in named}
     takes_kwargs = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters)
+    positional = [p for p in parameters if p.kind != inspect.Parameter.VAR_KEYWORD]
+    required = [p for p in positional if p.default is p.empty]
+    one_dict = len(required) == 1 or (len(positional) == 1 and not required)
     if keys and (takes_kwargs or set(keys) <= names):
         missing = [p.name for p in named if p.default is p.empty and p.name not in keys]
         if missing:
@@ -41,28 +45,51 @@ def bind_objective(fn: Callable[..., Any], keys: Iterable[str] | None) -> Callab
                 "add them to the space or give them defaults"
             )
         return lambda params: fn(**params)
-    positional = [p for p in parameters if p.kind != inspect.Parameter.VAR_KEYWORD]
-    required = [p for p in positional if p.default is p.empty]
-    if len(required) == 1 or (len(positional) == 1 and not required):
-        return fn
     unknown = [key for key in keys if key not in names]
+    if one_dict and not names & set(keys):
+        return fn  # fn(params): its one parameter is named after none of the space's keys
     hints = "".join(
         f"; {key!r} is not a parameter{hint}"
         for key in unknown
         if (hint := did_you_mean(key, names))
     )
+    if names & set(keys):
+        listed = ", ".join(repr(key) for key in unknown)
+        plural = len(unknown) > 1
+        hint = "".join(did_you_mean(key, names) for key in unknown[:1])
+        raise ConfigError(
+            f"{name}{inspect.signature(fn)} takes no parameter{'s' if plural else ''} {listed}"
+            f"{hint}, which the search space gives: add {'them' if plural else 'it'} to the "
+            f"function's parameters (or take **kwargs), or leave {'them' if plural else 'it'} "
+            "out of the space"
+        )
     raise ConfigError(
         f"cannot call {name}{inspect.signature(fn)} with the space's parameters "
         f"{', '.join(keys)}{hints}: name the function's parameters after them, or take one dict"
     )
 
 
+def settle(trial: Trial, returned: Any, metric: str | None) -> None:
+    """Set ``trial``'s value and status from what the objective returned: ``ok``, or
+    ``failed`` with a one-line error (and no traceback: nbopt's frames would be all of it)."""
+    try:
+        trial.value, extras = read_metric(returned, metric)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        trial.status, trial.value = TrialState.FAILED, None
+        trial.error = f"{type(exc).__name__}: {message}"
+        return
+    trial.metrics.update(extras)
+    trial.status = TrialState.OK
+
+
 def read_metric(result: Any, metric: str | None) -> tuple[float, dict[str, float]]:
     """The objective's value and its other numeric outputs.
 
     A number (Python, NumPy or a one-element tensor) is the value. A dict holds it under
-    ``metric``, or under ``"loss"``, or as its only number. Raises ValueError or TypeError,
-    which fail the trial, for anything else or for NaN/inf.
+    ``metric``, or under ``"loss"``, or as its only number. Raises ValueError, TypeError or
+    KeyError, which fail the trial, for anything else or for NaN/inf; the message says in one
+    line what the objective returned.
     """
     extras: dict[str, float] = {}
     if isinstance(result, dict):
@@ -83,7 +110,7 @@ def read_metric(result: Any, metric: str | None) -> tuple[float, dict[str, float
             )
         value = as_number(result[key])
         if value is None:
-            raise TypeError(f"objective's {key!r} is not a number: {result[key]!r}")
+            raise TypeError(f"objective's {key!r} is not a number: {_described(result[key])}")
         extras = {
             str(k): n for k, v in numeric.items() if k != key and (n := as_number(v)) is not None
         }
@@ -91,7 +118,19 @@ def read_metric(result: Any, metric: str | None) -> tuple[float, dict[str, float
         value = as_number(result)
         if value is None:
             expected = f"a number or a dict holding {metric!r}" if metric else "a number or a dict"
-            raise TypeError(f"objective returned {type(result).__name__}, expected {expected}")
+            raise TypeError(f"objective returned {_described(result)}, expected {expected}")
     if not math.isfinite(value):
         raise ValueError(f"objective returned {value}")
     return value, extras
+
+
+def _described(value: Any) -> str:
+    """``None``, ``str '0.5'``, ``Tensor of shape (2,)``: what a value is, in a few words."""
+    if value is None:
+        return "None"
+    shape = getattr(value, "shape", None)
+    if shape is not None and not isinstance(shape, type) and len(tuple(shape)) > 0:
+        return f"{type(value).__name__} of shape {tuple(shape)} (a number has one element)"
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:59] + "…"
+    return f"{type(value).__name__} {text}"

@@ -17,7 +17,8 @@ import numpy as np
 from hyperopt import base, pyll, rand
 
 from nbopt.space import fingerprint, grid_points, grid_size, to_hyperopt
-from nbopt.tuning._algorithms import Algorithm, SearchContext, trial_doc, vals_key
+from nbopt.tuning._algorithms import Algorithm, SearchContext, trial_doc
+from nbopt.tuning._configuration import Codec
 from nbopt.tuning._trial import Trial
 
 # Proposals asked of the algorithm for an unseen configuration before falling back to random
@@ -62,10 +63,12 @@ class Proposer:
             for node in pyll.dfs(self._domain.expr)
             if node.name == "hyperopt_param"
         ]
+        self._codec = Codec(space, self._domain)
         self._suggest = algorithm.build(SearchContext(space, max_evals))
         self._trials = base.Trials()
-        self._seen: set[str] = set()
+        self._seen: set[frozenset[tuple[str, Any]]] = set()
         self._restored = 0
+        self._held = 0
         self._rng: np.random.Generator | None = None
 
     def params(self, vals: dict[str, Any]) -> Any:
@@ -75,12 +78,40 @@ class Proposer:
         }
         return pyll.rec_eval(self._domain.expr, memo=memo, print_node_on_error=False)
 
-    def restore(self, trial: Trial) -> None:
-        """Replay a finished trial of an earlier session."""
-        tid = self._trials.new_trial_ids(1)[0]
-        self._seen.add(vals_key(trial.vals))
-        self._insert(trial_doc(self._domain, self._trials, tid, trial.vals), trial)
-        self._restored += 1
+    def decode(self, vals: dict[str, Any]) -> Any:
+        """The configuration of a saved trial's ``vals``, checked against the space first.
+
+        Raises:
+            ValueError: a value out of its dimension's range, an unknown or missing label.
+        """
+        self._codec.check(vals)
+        if self._codec.direct:
+            return self._codec.decode(vals)
+        try:
+            return self.params(vals)
+        except Exception as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
+
+    def restore(self, trials: list[Trial]) -> None:
+        """Replay finished trials of the study (an earlier session's, another process's)."""
+        docs = []
+        for trial in trials:
+            tid = self._trials.new_trial_ids(1)[0]
+            self._seen.add(identity(trial.vals))
+            docs.append(self._filled(trial_doc(self._domain, self._trials, tid, trial.vals), trial))
+        if docs:
+            self._trials.insert_trial_docs(docs)
+            self._trials.refresh()
+            self._restored += len(docs)
+
+    def hold(self, vals: dict[str, Any]) -> None:
+        """A configuration another process is evaluating: not to be proposed meanwhile."""
+        self._seen.add(identity(vals))
+        self._held += 1
+
+    def release(self, vals: dict[str, Any]) -> None:
+        """A held configuration whose trial was interrupted: it may be proposed again."""
+        self._seen.discard(identity(vals))
 
     def exhausted(self) -> bool:
         return self.deterministic and self.size is not None and len(self._seen) >= self.size
@@ -91,11 +122,13 @@ class Proposer:
             return None
         if self._rng is None:
             # A resumed search draws new seeds: replaying the first session's would propose
-            # its configurations again.
-            resumed = self._seed is not None and self._restored
-            self._rng = np.random.default_rng(
-                [self._seed, self._restored] if resumed else self._seed
-            )
+            # its configurations again; so does a search joining others on a study.
+            entropy: Any = self._seed
+            if self._seed is not None and self._held:
+                entropy = [self._seed, self._restored, self._held]
+            elif self._seed is not None and self._restored:
+                entropy = [self._seed, self._restored]
+            self._rng = np.random.default_rng(entropy)
         for attempt in range(_TOTAL_ATTEMPTS):
             tid = self._trials.new_trial_ids(1)
             self._trials.refresh()
@@ -109,8 +142,15 @@ class Proposer:
                 return Proposal(docs[0], vals, self.params(vals))
         return self._first_unseen_point(tid)
 
+    def given(self, vals: dict[str, Any]) -> Proposal:
+        """A configuration the caller chose, as the next proposal: the algorithm learns from
+        it when told, and does not propose it again."""
+        tid = self._trials.new_trial_ids(1)[0]
+        self._seen.add(identity(vals))
+        return Proposal(trial_doc(self._domain, self._trials, tid, vals), vals, self.params(vals))
+
     def _accept(self, vals: dict[str, Any]) -> bool:
-        key = vals_key(vals)
+        key = identity(vals)
         if self.deterministic and key in self._seen:
             return False
         self._seen.add(key)
@@ -129,11 +169,13 @@ class Proposer:
     def tell(self, proposal: Proposal, trial: Trial) -> None:
         """Learn from a trial; one that did not finish (interrupted) may be proposed again."""
         if trial.finished:
-            self._insert(proposal.doc, trial)
+            self._trials.insert_trial_docs([self._filled(proposal.doc, trial)])
+            self._trials.refresh()
         else:
-            self._seen.discard(vals_key(proposal.vals))
+            self._seen.discard(identity(proposal.vals))
 
-    def _insert(self, doc: dict[str, Any], trial: Trial) -> None:
+    def _filled(self, doc: dict[str, Any], trial: Trial) -> dict[str, Any]:
+        """Hyperopt's document for ``doc`` completed with the outcome of ``trial``."""
         if trial.usable:
             doc["result"] = {"status": base.STATUS_OK, "loss": self._sign * trial.value}
         else:
@@ -142,12 +184,21 @@ class Proposer:
         # Hyperopt's documents carry naive UTC times; algo=atpe reads them.
         doc["book_time"] = _utc(trial.started)
         doc["refresh_time"] = _utc(trial.started + trial.duration)
-        self._trials.insert_trial_docs([doc])
-        self._trials.refresh()
+        return doc
+
+
+def identity(vals: dict[str, Any]) -> frozenset[tuple[str, Any]]:
+    """A configuration's identity: its labels and values (NumPy numbers hash and compare
+    like Python's, so a proposal and the same configuration read from a study match)."""
+    return frozenset(vals.items())
+
+
+_EPOCH = datetime.datetime(1970, 1, 1)
 
 
 def _utc(timestamp: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).replace(tzinfo=None)
+    """A naive UTC time, as Hyperopt keeps them."""
+    return _EPOCH + datetime.timedelta(seconds=timestamp)
 
 
 def _not_called(params: Any) -> Any:

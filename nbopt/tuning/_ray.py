@@ -256,10 +256,10 @@ class _Bridge:
         out_of_budget = left is not None and left <= len(self.pending)
         if self.interrupted or out_of_budget or self.search.timed_out():
             return Searcher.FINISHED if not self.pending else None
-        proposal = self.search.proposer.ask()
-        if proposal is None:
+        claimed = self.search.claim()
+        if claimed is None:
             return Searcher.FINISHED if not self.pending else None
-        number = self.search.next_number()
+        number, proposal = claimed
         self.pending[number] = (proposal, Trial(number, proposal.params, vals=proposal.vals))
         sign = 1 if self.search.mode == "min" else -1
         return {"nbopt_number": number, "nbopt_params": proposal.params, "nbopt_sign": sign}

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from nbopt.errors import ConfigError
 from nbopt.tuning._trial import Trial, TrialState
 from nbopt.ui import format as fmt
 from nbopt.ui.format import param_items
+
+if TYPE_CHECKING:
+    from nbopt.tuning._whatif import Prediction, WhatIfModel
 
 
 def best_trial(trials: Sequence[Trial], mode: str) -> Trial | None:
@@ -32,6 +36,7 @@ class TuneResult:
         status: ``"done"`` or ``"interrupted"``.
         study: Path of the study file, if the search was named.
         algo: The search algorithm.
+        space: The search space, which the what-if model needs (:func:`nbopt.tune` sets it).
     """
 
     trials: list[Trial]
@@ -40,6 +45,15 @@ class TuneResult:
     status: str
     study: str | None = None
     algo: str = ""
+    space: Any = field(default=None, repr=False, compare=False)
+    # Runs a setting (Hyperopt's encoding) as one more trial of the search; set by nbopt.tune
+    # while the objective is at hand.
+    _runner: Callable[[dict[str, Any]], Trial] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _model: tuple[int, WhatIfModel] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def best_trial(self) -> Trial | None:
@@ -59,6 +73,83 @@ class TuneResult:
     @property
     def n_failed(self) -> int:
         return sum(1 for t in self.trials if t.status == TrialState.FAILED)
+
+    def model(self) -> WhatIfModel:
+        """The Gaussian process of the metric fitted on the usable trials (refitted when
+        trials were added), whatever algorithm proposed them.
+
+        Raises:
+            ConfigError: if the result does not hold its space, or has fewer than 3 usable trials.
+        """
+        from nbopt.tuning._whatif import WhatIfModel
+
+        if self.space is None:
+            raise ConfigError(
+                "this result does not hold its search space: set result.space to the space "
+                "it searched, then ask again"
+            )
+        count = sum(t.usable for t in self.trials)
+        if self._model is None or self._model[0] != count:
+            self._model = (count, WhatIfModel(self.space, self.trials, self.metric))
+        return self._model[1]
+
+    def predict(self, params: Any) -> Prediction:
+        """The metric the model predicts at ``params`` (in the objective's form, every active
+        parameter given): ``Prediction(mean, sd)``, ``sd`` being the standard deviation of the
+        value a new trial there would report.
+
+        Example:
+            >>> import nbopt
+            >>> result = nbopt.tune(lambda x: (x - 1) ** 2, {"x": nbopt.uniform(-3, 3)},
+            ...                     max_evals=12, seed=0, progress="none", logdir=None)
+            >>> mean, sd = result.predict({"x": 1.0})
+        """
+        return self.model().predict(params)
+
+    @property
+    def can_evaluate(self) -> bool:
+        """True while the objective of the search can run another trial in this kernel."""
+        return self._runner is not None
+
+    def evaluate(self, params: Any) -> Trial:
+        """Run ``params`` (in the objective's form) as one more trial of this search, saved in
+        its study; the trial is added to ``trials`` and returned.
+
+        Raises:
+            ConfigError: if the objective is not available (a result read back from a study,
+                or a search on Ray), or ``params`` does not fit the space.
+        """
+        from nbopt.tuning._whatif import params_to_vals
+
+        self._check_runner()
+        return self.evaluate_vals(params_to_vals(self.space, params))
+
+    def evaluate_vals(self, vals: dict[str, Any]) -> Trial:
+        """:meth:`evaluate` for a setting in Hyperopt's encoding (a choice's index); labels
+        its choices leave inactive are dropped, values rounded to the space's steps."""
+        from nbopt.tuning._whatif import snap_vals
+
+        self._check_runner()
+        assert self._runner is not None
+        trial = self._runner(snap_vals(self.space, vals))
+        self.trials.append(trial)
+        return trial
+
+    def _check_runner(self) -> None:
+        if self._runner is None:
+            raise ConfigError(
+                "the objective of this search is not available here (only a local nbopt.tune "
+                "or %tune run in this kernel can run another trial)"
+            )
+
+    def whatif(self) -> Any:
+        """The what-if explorer: in a notebook with widgets, a slider or dropdown per parameter,
+        the predicted metric with a band of one standard deviation, partial-dependence curves
+        with the tried trials, and a button that runs the setting as one more trial; elsewhere
+        the same numbers as text."""
+        from nbopt.ui.interactive import WhatIfExplorer
+
+        return WhatIfExplorer(self)
 
     def to_dataframe(self) -> Any:
         """One row per trial: number, status, value, duration, ``params_<name>``, error."""

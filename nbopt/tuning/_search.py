@@ -3,30 +3,43 @@
 We drive Hyperopt's ``suggest`` functions ourselves (see ``_proposer.py``) rather than calling
 ``fmin``: that is what lets a failed trial be recorded and the search go on, a configuration
 already evaluated be skipped, every finished trial be saved at once, a bad trial be stopped
-early, and an interrupt keep what finished. Other backends (Ray) reuse the bookkeeping and
-the proposer, and run the trials their own way.
+early, and an interrupt keep what finished. Other backends (local worker processes, Ray)
+reuse the bookkeeping and the proposer, and run the trials their own way.
+
+A trial is *claimed* before it runs (:meth:`Search.claim`): with a study, under the study's
+lock, the search first reads what other processes recorded (their finished trials teach the
+proposer, their running ones are not proposed again and count against the budget), then asks
+the proposer and writes the claim. So any number of kernels can run one study at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
-from collections.abc import Callable
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from nbopt._context import reporting_to
-from nbopt.errors import ConfigError, TrialStopped, TuneError, user_traceback
+from nbopt.errors import ConfigError, TrialStopped, user_traceback
 from nbopt.events import EventBus, RunFinished, RunStarted, StepReported
 from nbopt.tuning._algorithms import Algorithm, get_algorithm
-from nbopt.tuning._objective import read_metric
-from nbopt.tuning._proposer import Proposal, Proposer
+from nbopt.tuning._errors import AllTrialsFailed, StopSearch, StudyWriteError
+from nbopt.tuning._objective import settle
+from nbopt.tuning._proposer import Proposal, Proposer, identity
+from nbopt.tuning._records import ACTIVE_SEARCHES, StudyHeader
 from nbopt.tuning._result import TuneResult
 from nbopt.tuning._stopping import StopSettings
-from nbopt.tuning._study import StudyFile, StudyHeader
+from nbopt.tuning._study import Study, StudyUpdate
 from nbopt.tuning._trial import Trial, TrialState
 from nbopt.tuning.events import TrialFinished, TrialStarted
 
 DEFAULT_MAX_EVALS = 20
+# Seconds the last read of a shared study at the end may wait for the lock.
+FINAL_READ_TIMEOUT = 5.0
 
 
 class Search:
@@ -87,21 +100,24 @@ class Search:
                 f"(max_evals={max_evals}; deterministic=False would repeat configurations)"
             )
         self.trials: list[Trial] = []
+        self._numbers: set[int] = set()
         self.n_finished = self._n_failed = 0
         self.best: Trial | None = None
         self.status = "running"
         self.header = StudyHeader(
             metric=metric or "value", mode=mode, space=self.proposer.fingerprint, backend=backend
         )
-        self._study = StudyFile(study) if study is not None else None
+        self._own: set[int] = set()  # trials this search claimed and has not recorded
+        self._last_number = -1
+        self._token = uuid.uuid4().hex[:12]
+        self._study = Study(study, self.header, self._token) if study is not None else None
         self.resumed = self._open_study(restart) if self._study is not None else 0
-        self._last_number = max((trial.number for trial in self.trials), default=-1)
         self._started = time.perf_counter()
 
     @property
     def result(self) -> TuneResult:
         return TuneResult(
-            trials=list(self.trials),
+            trials=sorted(self.trials, key=lambda trial: trial.number),
             metric=self.header.metric,
             mode=self.mode,
             status=self.status,
@@ -113,6 +129,8 @@ class Search:
 
     def start(self, backend: str = "local") -> None:
         self._started = time.perf_counter()
+        if self._study is not None:
+            ACTIVE_SEARCHES.add(self._token)
         title = f"tune · {self.algo}" + ("" if backend == "local" else f" · {backend}")
         self.bus.emit(
             RunStarted(
@@ -129,39 +147,124 @@ class Search:
             )
         )
 
-    def next_number(self) -> int:
-        """A new trial's number: trials are numbered in the order they start."""
-        self._last_number += 1
-        return self._last_number
-
     def budget_left(self) -> int | None:
-        """Trials that may still start (None: no limit but the timeout)."""
-        return None if self.max_evals is None else self.max_evals - self.n_finished
+        """Trials that may still start besides those this search runs (None: no limit but the
+        timeout); trials other processes are running on the study count as started."""
+        if self.max_evals is None:
+            return None
+        elsewhere = len(self._study.running_elsewhere()) if self._study is not None else 0
+        return self.max_evals - self.n_finished - elsewhere
 
     def timed_out(self) -> bool:
         return self.timeout is not None and time.perf_counter() - self._started >= self.timeout
 
+    def claim(self) -> tuple[int, Proposal] | None:
+        """A new trial's number and configuration, or None when the budget is spent or the
+        space exhausted. With a study, the claim is written there before the trial runs.
+
+        The proposer runs outside the study's lock (it may take a while, and other processes
+        wait for the lock): the study is read, a configuration proposed, then the study read
+        again under the lock before the claim is written; if another process claimed the same
+        configuration meanwhile, it is proposed again there.
+        """
+        if self._study is None:
+            return self._propose()
+        with self._study.locked():
+            self._absorb(self._study.sync(), loading=False)
+        if not self._budget_allows():
+            return None
+        proposal = self.proposer.ask()
+        with self._study.locked():
+            taken = self._absorb(self._study.sync(), loading=False)
+            if proposal is None:
+                return self._propose()
+            if self.proposer.deterministic and identity(proposal.vals) in taken:
+                return self._propose()  # claimed by another process meanwhile: propose again
+            if self._budget_allows():
+                return self._propose(proposal)
+            self.proposer.release(proposal.vals)  # not run: it may be proposed later
+            return None
+
+    def _budget_allows(self) -> bool:
+        left = self.budget_left()
+        return left is None or left > len(self._own)
+
+    def _propose(self, proposal: Proposal | None = None) -> tuple[int, Proposal] | None:
+        if proposal is None:
+            if not self._budget_allows():
+                return None
+            proposal = self.proposer.ask()
+            if proposal is None:
+                return None
+        if self._study is None:
+            number = self._last_number + 1
+        else:
+            number = self._study.next_number()
+            self._study.append_start(number, proposal.vals, time.time())
+        self._last_number = number
+        self._own.add(number)
+        return number, proposal
+
     def record(self, trial: Trial) -> None:
-        """Add a trial that ended, save the study, tell the reporters."""
+        """Add a trial that ended, save it in the study, tell the reporters.
+
+        Raises :class:`StudyWriteError` (after telling the reporters) if it cannot be saved.
+        """
+        self._own.discard(trial.number)
         self._append(trial)
+        failure = None
         if self._study is not None:
-            self._study.save(self.header, self.trials)
+            try:
+                with self._study.locked():
+                    self._absorb(self._study.sync(), loading=False)  # to append after it all
+                    self._study.append_finish(trial)
+            except StudyWriteError as exc:
+                failure = StudyWriteError(
+                    f"{exc.summary}; the search stopped: trial {trial.number} and every trial "
+                    "before it are in its result, and the study keeps those saved earlier"
+                )
         self.bus.emit(TrialFinished(trial, self.best, self.n_finished, self._n_failed))
+        if failure is not None:
+            raise failure
+
+    def end_trial(self, proposal: Proposal, trial: Trial) -> None:
+        """Teach the proposer a trial that ended, and record it."""
+        self.proposer.tell(proposal, trial)
+        self.record(trial)
 
     def finish(self, status: str) -> TuneResult:
         """Emit the end of the run (``done``, ``interrupted`` or ``failed``: nbopt itself hit an
         error); after a ``done`` run, raise TuneError if no trial produced a value."""
         self.status = status
+        self._read_study_last()
+        ACTIVE_SEARCHES.discard(self._token)
         seconds = time.perf_counter() - self._started
         result = self.result
         self.bus.emit(RunFinished("tune", status, _summary(self, seconds), result))
         if status == "done" and not any(trial.usable for trial in self.trials):
             failed = [trial for trial in self.trials if trial.status == TrialState.FAILED]
             if failed:
-                raise TuneError(
-                    f"all {len(failed)} trials failed; the first one raised:\n{failed[0].traceback}"
+                first = min(failed, key=lambda trial: trial.number)
+                error = (first.error or "").strip().splitlines()[:1] or ["no error recorded"]
+                raise AllTrialsFailed(
+                    f"all {len(failed)} trials failed; the first one: {error[0]}",
+                    first.traceback or "",
                 )
         return result
+
+    def _read_study_last(self) -> None:
+        """Take in what other processes finished meanwhile, so the result holds the study."""
+        if self._study is None or not self._study.written or self.status == "failed":
+            return
+        try:
+            with self._study.locked(timeout=FINAL_READ_TIMEOUT):
+                self._absorb(self._study.sync(), loading=False)
+        except (StudyWriteError, OSError) as exc:
+            warnings.warn(
+                f"nbopt: could not read study {self._study.path} at the end: {exc}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def history(self) -> list[Trial]:
         """Finished trials that reported intermediate values, for the stopping rules."""
@@ -169,6 +272,8 @@ class Search:
 
     def _append(self, trial: Trial) -> None:
         self.trials.append(trial)
+        self._numbers.add(trial.number)
+        self._last_number = max(self._last_number, trial.number)
         if trial.finished:
             self.n_finished += 1
             self._n_failed += trial.status == TrialState.FAILED
@@ -182,25 +287,37 @@ class Search:
 
     def _open_study(self, restart: bool) -> int:
         assert self._study is not None
-        if not self._study.exists():
-            return 0
-        header, trials = self._study.load()  # raises on a file that is not a valid study
-        if restart:
-            return 0
-        self._study.check_compatible(header, self.header)
-        self.header.created = header.created
-        for saved in trials:
-            try:
-                saved.params = self.proposer.params(saved.vals)
-                if saved.finished:
-                    self.proposer.restore(saved)
-            except Exception as exc:
-                raise ConfigError(
-                    f"study file {self._study.path}: trial {saved.number} does not fit the search "
-                    f"space ({type(exc).__name__}: {exc}); the file was left untouched"
-                ) from None
-            self._append(saved)
+        with _bulk_loading():
+            self._absorb(self._study.open(restart), loading=True)
         return self.n_finished
+
+    def _absorb(self, update: StudyUpdate, *, loading: bool) -> set[frozenset[Any]]:
+        """Take in trials read from the study (each checked against the space first); returns
+        the identities of their configurations."""
+        assert self._study is not None
+        finished = [trial for trial in update.finished if trial.number not in self._numbers]
+        running = [item for item in update.started if item.number in self._study.running]
+        for item in [*finished, *running]:
+            try:
+                decoded = self.proposer.decode(item.vals)
+            except ValueError as exc:
+                message = (
+                    f"study file {self._study.path}: trial {item.number} does not fit the "
+                    f"search space ({exc})"
+                )
+                if loading:
+                    raise ConfigError(f"{message}; the file was left untouched") from None
+                raise StudyWriteError(message) from None
+            if isinstance(item, Trial):
+                item.params = decoded
+        for item in running:
+            self.proposer.hold(item.vals)
+        for trial in finished:
+            if not trial.finished:
+                self.proposer.release(trial.vals)
+            self._append(trial)
+        self.proposer.restore([trial for trial in finished if trial.finished])
+        return {identity(item.vals) for item in [*finished, *running]}
 
     # -- the local backend --------------------------------------------------------------------
 
@@ -208,11 +325,11 @@ class Search:
         """Run trials in this process until the budget, the timeout or the space is exhausted."""
         self.start()
         try:
-            while ((left := self.budget_left()) is None or left > 0) and not self.timed_out():
-                proposal = self.proposer.ask()
-                if proposal is None:
+            while not self.timed_out():
+                claimed = self.claim()
+                if claimed is None:
                     break
-                self._run_trial(call, proposal)
+                self._run_trial(call, *claimed)
         except KeyboardInterrupt:
             self.finish("interrupted")
             raise
@@ -221,8 +338,26 @@ class Search:
             raise
         return self.finish("done")
 
-    def _run_trial(self, call: Callable[[Any], Any], proposal: Proposal) -> None:
-        number = self.next_number()
+    def evaluate(self, call: Callable[[Any], Any], vals: dict[str, Any]) -> Trial:
+        """Run the configuration ``vals`` (Hyperopt's encoding) as one more trial after the run:
+        claimed, recorded and saved in the study like the others."""
+        proposal = self.proposer.given(vals)
+        if self._study is not None:
+            ACTIVE_SEARCHES.add(self._token)  # its claim in the study belongs to a live search
+        try:
+            if self._study is None:
+                claimed = self._propose(proposal)
+            else:
+                with self._study.locked():
+                    self._absorb(self._study.sync(), loading=False)
+                    claimed = self._propose(proposal)
+            assert claimed is not None
+            self._run_trial(call, *claimed)
+        finally:
+            ACTIVE_SEARCHES.discard(self._token)
+        return next(trial for trial in reversed(self.trials) if trial.number == claimed[0])
+
+    def _run_trial(self, call: Callable[[Any], Any], number: int, proposal: Proposal) -> None:
         trial = Trial(number, proposal.params, vals=proposal.vals, started=time.time())
         self.bus.emit(TrialStarted(number, proposal.params))
         history = self.history() if self.stopper is not None else []
@@ -239,26 +374,43 @@ class Search:
         clock = time.perf_counter()
         try:
             with reporting_to(sink):
-                raw = call(proposal.params)
-            trial.value, extras = read_metric(raw, self.metric)
-            trial.metrics.update(extras)
-            trial.status = TrialState.OK
+                returned = call(proposal.params)
         except TrialStopped as stop:
             trial.status, trial.value = TrialState.STOPPED, stop.value
         except KeyboardInterrupt:
             trial.status = TrialState.INTERRUPTED
+            with contextlib.suppress(StudyWriteError):  # the interrupt is what to report
+                self._end_trial(trial, proposal, clock)
+            raise
+        except StopSearch as exc:
+            trial.status, trial.error = TrialState.FAILED, f"{type(exc).__name__}: {exc}"
             self._end_trial(trial, proposal, clock)
             raise
         except Exception as exc:
             trial.status = TrialState.FAILED
             trial.error = f"{type(exc).__name__}: {exc}"
             trial.traceback = user_traceback(exc)
+        else:
+            settle(trial, returned, self.metric)
         self._end_trial(trial, proposal, clock)
 
     def _end_trial(self, trial: Trial, proposal: Proposal, clock: float) -> None:
         trial.duration = time.perf_counter() - clock
-        self.proposer.tell(proposal, trial)
-        self.record(trial)
+        self.end_trial(proposal, trial)
+
+
+@contextlib.contextmanager
+def _bulk_loading() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a study is read: a long study makes hundreds
+    of thousands of small objects, none of them garbage, and collections triggered by their
+    count would take a third of the time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _summary(search: Search, seconds: float) -> str:
@@ -273,7 +425,10 @@ def _summary(search: Search, seconds: float) -> str:
 def run_locally(
     search: Search, call: Callable[[Any], Any], *, parallel: int = 1, address: str | None = None
 ) -> TuneResult:
-    """The local backend: trials one after another in this process."""
-    if parallel != 1 or address is not None:
-        raise ConfigError("parallel= and address= need backend='ray'")
+    """The local backend: trials one after another in this process, or ``parallel`` at a time
+    in worker processes forked from it."""
+    if parallel > 1:
+        from nbopt.tuning._pool import run_in_workers
+
+        return run_in_workers(search, call, parallel)
     return search.run(call)

@@ -33,7 +33,7 @@ class TrialState(str, enum.Enum):
         return self in (TrialState.OK, TrialState.STOPPED)
 
 
-@dataclass
+@dataclass(slots=True)
 class Trial:
     """One evaluation of the objective.
 
@@ -91,60 +91,64 @@ class Trial:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Trial:
-        """Read a trial record; raises ValueError for one that does not have the right shape."""
+        """Read a trial record; raises ValueError for one that does not have the right shape.
+
+        Studies of many thousands of trials are read whole, so this is written for speed.
+        """
         if not isinstance(data, dict):
             raise ValueError(f"a trial record must be an object, got {type(data).__name__}")
-        try:
-            status = TrialState(data.get("status"))
-        except ValueError:
-            raise ValueError(f"unknown trial status {data.get('status')!r}") from None
-        value = _optional_number(data, "value")
+        get = data.get
+        status = get("status")
+        if not isinstance(status, str) or status not in _STATES:
+            raise ValueError(f"unknown trial status {status!r}")
+        intermediate = get("intermediate") or ()
+        metrics = get("metrics") or {}
+        params, vals = get("params") or {}, get("vals") or {}
+        error, traceback = get("error"), get("traceback")
+        if type(intermediate) is not list and intermediate != ():
+            raise ValueError(f"trial field 'intermediate' must be a list, got {intermediate!r}")
+        for key, value, kind in (
+            ("metrics", metrics, dict),
+            ("params", params, dict),
+            ("vals", vals, dict),
+        ):
+            if type(value) is not kind:
+                raise ValueError(f"trial field {key!r} must be an object, got {value!r}")
+        for key, value in (("error", error), ("traceback", traceback)):
+            if value is not None and type(value) is not str:
+                raise ValueError(f"trial field {key!r} must be a string, got {value!r}")
         return cls(
-            number=_integer(data.get("number"), "number"),
-            params=_typed(data, "params", dict, {}),
-            value=value,
-            status=status,
-            error=_typed(data, "error", str, None),
-            traceback=_typed(data, "traceback", str, None),
-            duration=_bounded(data, "duration", 0.0, 1e9),
-            started=_bounded(data, "started", 0.0, 1e11),
-            intermediate=[_step_value(item) for item in _typed(data, "intermediate", list, [])],
-            metrics={
-                str(k): _nan_if_none(_number(v, f"metric {k}"))
-                for k, v in _typed(data, "metrics", dict, {}).items()
-            },
-            vals=_typed(data, "vals", dict, {}),
+            number=_integer(get("number"), "number"),
+            params=params,
+            value=_number(get("value"), "value"),
+            status=_STATES[status],
+            error=error,
+            traceback=traceback,
+            duration=_bounded(data, "duration", 1e9),
+            started=_bounded(data, "started", 1e11),
+            intermediate=_steps(intermediate),
+            metrics={str(k): _nan_if_none(_number(v, f"metric {k}")) for k, v in metrics.items()},
+            vals=vals,
         )
 
 
-def _typed(data: dict[str, Any], key: str, kind: type, default: Any) -> Any:
-    value = data.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, kind):
-        raise ValueError(f"trial field {key!r} must be a {kind.__name__}, got {value!r}")
-    return value
+_STATES = {state.value: state for state in TrialState}
 
 
 def _number(value: Any, what: str) -> float | None:
+    """A finite number read from JSON (where numbers are int or float), or None."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"trial {what} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or abs(number) > 1e300:
+    kind = type(value)
+    if (kind is not float and kind is not int) or not -1e300 <= value <= 1e300:
         raise ValueError(f"trial {what} must be a finite number, got {value!r}")
-    return number
+    return float(value)
 
 
-def _optional_number(data: dict[str, Any], key: str) -> float | None:
-    return _number(data.get(key), key)
-
-
-def _bounded(data: dict[str, Any], key: str, low: float, high: float) -> float:
-    """A number of seconds (a duration, a time stamp) within sane bounds; 0 when absent."""
-    value = _optional_number(data, key) or 0.0
-    if not low <= value <= high:
+def _bounded(data: dict[str, Any], key: str, high: float) -> float:
+    """A number of seconds (a duration, a time stamp) in ``[0, high]``; 0 when absent."""
+    value = _number(data.get(key), key) or 0.0
+    if not 0.0 <= value <= high:
         raise ValueError(f"trial field {key!r} is out of range: {value!r}")
     return value
 
@@ -155,10 +159,21 @@ def _integer(value: Any, what: str) -> int:
     return int(value)
 
 
-def _step_value(item: Any) -> tuple[int, float]:
-    if not isinstance(item, list) or len(item) != 2:
-        raise ValueError(f"an intermediate value must be [step, value], got {item!r}")
-    return _integer(item[0], "intermediate step"), _nan_if_none(_number(item[1], "intermediate"))
+def _steps(items: Any) -> list[tuple[int, float]]:
+    """``[[step, value], ...]`` read back: steps are non-negative ints, values finite or null."""
+    steps = []
+    for item in items:
+        if type(item) is not list or len(item) != 2:
+            raise ValueError(f"an intermediate value must be [step, value], got {item!r}")
+        step, value = item
+        if type(step) is not int or step < 0:
+            raise ValueError(f"an intermediate step must be a non-negative integer, got {step!r}")
+        if value is None:
+            value = math.nan
+        elif (type(value) is not float and type(value) is not int) or not -1e300 <= value <= 1e300:
+            raise ValueError(f"trial intermediate must be a finite number, got {value!r}")
+        steps.append((step, float(value)))
+    return steps
 
 
 def _finite_or_none(value: float | None) -> float | None:

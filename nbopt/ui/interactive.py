@@ -1,15 +1,27 @@
 """Interactive displays of result objects in a notebook (ipywidgets): the front picker of an
-automatic optimisation. Outside a widget front end they give way to the results' HTML and text.
+automatic optimisation and the what-if explorer of a search. Outside a widget front end they
+give way to the results' HTML and text.
 """
 
 from __future__ import annotations
 
+import html
+import io
+import math
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from nbopt.ui import format as fmt
+
 if TYPE_CHECKING:
     from nbopt.compress import AutoOptimizeResult
+    from nbopt.tuning import TuneResult
+
+# Positions along a slider of a continuous parameter.
+_SLIDER_STEPS = 200
+# Points of each partial-dependence curve the text form shows.
+_TEXT_POINTS = 5
 
 
 def in_widget_frontend() -> bool:
@@ -59,3 +71,191 @@ def front_picker(result: AutoOptimizeResult) -> Any:
 
     dropdown.observe(picked, names="value")
     return widgets.VBox([dropdown, summary])
+
+
+class WhatIfExplorer:
+    """What ``TuneResult.whatif()`` returns: the explorer widget in a notebook with widgets,
+    the model's numbers as text elsewhere. Building it fits the model, so a search the model
+    cannot explain (fewer than 3 usable trials, no space) is refused at once."""
+
+    def __init__(self, result: TuneResult) -> None:
+        self.result = result
+        self.model = result.model()
+
+    def widget(self) -> WhatIfWidget:
+        """A new explorer widget over the result."""
+        return WhatIfWidget(self.result)
+
+    def text(self) -> str:
+        """The prediction at the best trial and each parameter's partial dependence."""
+        result, model = self.result, self.model
+        lines = [
+            f"what-if model of {result.metric}: a Gaussian process on {len(model.trials)} "
+            "trials; ± is one standard deviation of a new trial's value"
+        ]
+        best = result.best_trial
+        if best is not None:
+            mean, sd = model.predict_vals(best.vals)
+            lines.append(
+                f"best trial {best.number}: measured {fmt.number(best.value)}, predicted "
+                f"{fmt.number(mean)} ± {fmt.number(sd, 2)}"
+            )
+        lines.append("partial dependence (averaged over the tried configurations):")
+        for parameter in model.parameters:
+            curve = model.curve(parameter.label)
+            count = len(curve.xs)
+            picks = sorted({round(i * (count - 1) / (_TEXT_POINTS - 1)) for i in range(5)})
+            cells = [
+                f"{_value_text(parameter, curve.xs[i])}: {fmt.number(curve.means[i])} ± "
+                f"{fmt.number(curve.sds[i], 2)}"
+                for i in (picks if count > _TEXT_POINTS else range(count))
+            ]
+            lines.append(f"  {parameter.label}: " + " | ".join(cells))
+        lines.append(
+            "result.predict(params) predicts any setting; result.evaluate(params) runs one as "
+            "a new trial" + ("" if result.can_evaluate else " (not here: no objective)")
+        )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self.text())
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return widget_bundle(lambda: self.widget().box)
+
+
+class WhatIfWidget:
+    """The explorer's widgets: ``controls`` (label -> slider or dropdown), ``prediction``,
+    ``plot`` (the partial-dependence curves), ``run`` (the button) and ``status``, in ``box``."""
+
+    def __init__(self, result: TuneResult) -> None:
+        import ipywidgets as widgets
+
+        self.result = result
+        model = result.model()
+        best = result.best_trial
+        start = dict(best.vals) if best is not None else {}
+        self.setting: dict[str, Any] = {}
+        self.controls: dict[str, Any] = {}
+        for parameter in model.parameters:
+            value = start.get(parameter.label, _middle(parameter))
+            control = _control(widgets, parameter, value)
+            self.setting[parameter.label] = control.value
+            control.observe(self._changed(parameter.label), names="value")
+            self.controls[parameter.label] = control
+        self.prediction = widgets.HTML()
+        self.plot = widgets.Image(format="png")
+        self.run = widgets.Button(
+            description="run this configuration",
+            disabled=not result.can_evaluate,
+            tooltip="evaluate the setting as one more trial of the search"
+            if result.can_evaluate
+            else "the objective is not available in this kernel",
+            layout=widgets.Layout(width="max-content"),
+        )
+        self.run.on_click(lambda _: self.evaluate())
+        self.status = widgets.HTML()
+        action = widgets.HBox([self.run, self.status])
+        self.box = widgets.VBox([*self.controls.values(), self.prediction, action, self.plot])
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Predict at the current setting, enable the parameters it activates, redraw."""
+        from nbopt.ui.plots.tuning import plot_whatif
+
+        model = self.result.model()
+        active = model.active(self.setting)
+        for label, control in self.controls.items():
+            control.disabled = label not in active
+        mean, sd = model.predict_vals(self.setting)
+        self.prediction.value = (
+            f"predicted {html.escape(self.result.metric)}: <b>{fmt.number(mean)}</b> ± "
+            f"{fmt.number(sd, 2)} <small>(one standard deviation of a new trial's value; "
+            f"model of {len(model.trials)} trials)</small>"
+        )
+        self.predicted = (mean, sd)
+        parameters = [p for p in model.parameters if p.label in active]
+        curves = [model.curve(p.label) for p in parameters]
+        figure = plot_whatif(curves, parameters, self.setting, self.result.metric)
+        png = io.BytesIO()
+        figure.savefig(png, format="png", dpi=80)
+        self.plot.value = png.getvalue()
+
+    def evaluate(self) -> Any:
+        """Run the current setting as one more trial; show and return it."""
+        mean, sd = self.predicted
+        self.status.value = "running…"
+        trial = self.result.evaluate_vals(self.setting)
+        if trial.usable:
+            self.status.value = (
+                f"trial {trial.number}: {fmt.number(trial.value)} "
+                f"(predicted {fmt.number(mean)} ± {fmt.number(sd, 2)})"
+            )
+        else:
+            self.status.value = f"trial {trial.number}: {html.escape(str(trial.status))}" + (
+                f" ({html.escape(trial.error)})" if trial.error else ""
+            )
+        self.refresh()
+        return trial
+
+    def _changed(self, label: str) -> Callable[[dict[str, Any]], None]:
+        def changed(change: dict[str, Any]) -> None:
+            self.setting[label] = change["new"]
+            self.refresh()
+
+        return changed
+
+
+def _middle(parameter: Any) -> Any:
+    if parameter.kind == "choice":
+        return 0
+    if parameter.log:
+        return (parameter.low * parameter.high) ** 0.5
+    return (parameter.low + parameter.high) / 2
+
+
+def _control(widgets: Any, parameter: Any, value: Any) -> Any:
+    """A dropdown for a choice, an integer slider, or a (log-scaled) float slider."""
+    common = {
+        "description": parameter.label,
+        "continuous_update": False,
+        "style": {"description_width": "initial"},
+    }
+    if parameter.kind == "choice":
+        del common["continuous_update"]
+        options = [(text, index) for index, text in enumerate(parameter.options)]
+        return widgets.Dropdown(options=options, value=int(value), **common)
+    value = min(max(value, parameter.low), parameter.high)
+    if parameter.kind == "int":
+        step = int(parameter.step or 1)
+        low = int(parameter.low)
+        value = low + step * round((value - low) / step)
+        return widgets.IntSlider(value=value, min=low, max=int(parameter.high), step=step, **common)
+    if parameter.log:
+        low, high = math.log10(parameter.low), math.log10(parameter.high)
+        return widgets.FloatLogSlider(
+            value=value,
+            min=low,
+            max=high,
+            step=(high - low) / _SLIDER_STEPS,
+            readout_format=".3g",
+            **common,
+        )
+    step = parameter.step or (parameter.high - parameter.low) / _SLIDER_STEPS
+    return widgets.FloatSlider(
+        value=value,
+        min=parameter.low,
+        max=parameter.high,
+        step=step,
+        readout_format=".4g",
+        **common,
+    )
+
+
+def _value_text(parameter: Any, x: float) -> str:
+    if parameter.kind == "choice":
+        return parameter.options[int(x)]
+    return fmt.number(x, 3)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from nbopt.compress.auto._pareto import dominates
 from nbopt.compress.auto.events import PlanTrialFinished
 from nbopt.errors import ConfigError
 from nbopt.events import Event, RunFinished, RunStarted, StepReported
+from nbopt.tuning._study import read_study
 from nbopt.ui.text import TextReporter
 
 QUIET: dict[str, Any] = {"progress": "none", "logdir": None}
@@ -248,14 +248,14 @@ def test_a_study_is_saved_and_continued(mlp: nn.Module, accuracy, tmp_path: Path
     study = tmp_path / "auto.json"
     options = {"evaluate": accuracy, "target": "size", "example": torch.randn(8, 64), "seed": 0}
     first = optimize_auto(copy.deepcopy(mlp), max_trials=3, study=study, **options, **QUIET)
-    saved = json.loads(study.read_text())
-    assert saved["format"] == "nbopt-study" and len(saved["trials"]) == 3
+    header, saved, running = read_study(study)
+    assert header.metric == "score" and len(saved) == 3 and running == []
     events: list[Event] = []
     second = optimize_auto(
         mlp, max_trials=5, study=study, callbacks=[events.append], **options, **QUIET
     )
     assert [t.plan for t in second.trials[:3]] == [t.plan for t in first.trials]
-    assert len(second.trials) == 5 and len(json.loads(study.read_text())["trials"]) == 5
+    assert len(second.trials) == 5 and len(read_study(study)[1]) == 5
     assert sum(isinstance(e, PlanTrialFinished) for e in events) == 2
     # A model of the earlier session is rebuilt from its plan.
     model = second.select(0)
@@ -317,8 +317,8 @@ def test_an_interrupt_keeps_the_finished_trials_and_is_re_raised(
             callbacks=[events.append],
             **QUIET,
         )
-    saved = json.loads((tmp_path / "s.json").read_text())["trials"]
-    assert [trial["status"] for trial in saved] == ["ok", "interrupted"]
+    saved = read_study(tmp_path / "s.json")[1]
+    assert [trial.status for trial in saved] == ["ok", "interrupted"]
     assert isinstance(events[-1], RunFinished) and events[-1].status == "interrupted"
 
 

@@ -154,7 +154,7 @@ def test_accelerate_keeps_how_each_rank_ended_on_an_interrupt(ip: Any, run_cell)
         ("%%optimize prune=0.5 example=x study=s.json\nmodel = make_mlp()", "only applies with"),
         ("%%optimize auto eval=agreement batch=auto\nmodel = make_mlp()", "batch=auto needs"),
         ("%tune f x=uniform(0, 1) rung=3", "rung= only applies with stop=asha"),
-        ("%tune f x=uniform(0, 1) parallel=2", "parallel= only applies with backend=ray"),
+        ("%tune f x=uniform(0, 1) address=localhost:6379", "address= only applies with backend"),
         ("%%accelerate nodes=2\nx = 1", "only apply with export=PATH"),
         ("%%accelerate export=job.py timeout=5\nx = 1", "do not apply to export="),
         ("%batchsize net example=x loss=f", "loss= is for training steps"),

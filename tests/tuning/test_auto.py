@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from nbopt import choice, loguniform, normal, qloguniform, quniform, randint, un
 from nbopt.space import grid_points, grid_size, to_hyperopt
 from nbopt.tuning._algorithms import SearchContext, get_algorithm, vals_key
 from nbopt.tuning.gp._model import Embedding, _log_h, _neg_log_posterior
+from nbopt.tuning.gp._search import _warp
 from nbopt.tuning.gp._space import SpaceTable, row_keys
 
 EVERY_TYPE = {
@@ -222,6 +224,100 @@ def test_timeout_only() -> None:
     result = tune(lambda x: (x - 0.2) ** 2, {"x": uniform(-1, 1)}, timeout=1.5, seed=0)
     assert len(result.trials) >= 8
     assert result.best_value < 0.01
+
+
+# --- any finite loss -------------------------------------------------------------------------
+
+HUGE = sys.float_info.max
+
+
+def in_gp_phase(result, inside) -> float:
+    """The share of the trials after the first 10 (past the initial design) where ``inside``."""
+    return float(np.mean([inside(t.params) for t in result.trials[10:]]))
+
+
+def test_the_largest_float_as_a_diverged_penalty_is_avoided() -> None:
+    """Half the space returns sys.float_info.max: the search completes its budget, proposes
+    mostly in the other half, and finds the optimum there."""
+
+    def loss(x, y):
+        return HUGE if x > 0.5 else (x - 0.2) ** 2 + (y - 0.6) ** 2
+
+    result = tune(loss, {"x": uniform(0, 1), "y": uniform(0, 1)}, max_evals=30, seed=0)
+    assert len(result.trials) == 30 and all(t.status == "ok" for t in result.trials)
+    assert any(t.value == HUGE for t in result.trials)
+    assert result.best_value < 1e-3
+    assert in_gp_phase(result, lambda p: p["x"] <= 0.5) >= 2 / 3
+
+
+def test_minus_1e308_marks_the_region_it_exploits() -> None:
+    """A region returning -1e308 (the best loss) is found and then searched mostly there,
+    though everywhere else the losses are ordinary numbers."""
+
+    def loss(x, y):
+        return -1e308 if abs(x - 0.7) < 0.1 else (x - 0.2) ** 2 + y
+
+    result = tune(loss, {"x": uniform(0, 1), "y": uniform(0, 1)}, max_evals=30, seed=0)
+    assert len(result.trials) == 30 and all(t.status == "ok" for t in result.trials)
+    assert result.best_value == -1e308
+    assert in_gp_phase(result, lambda p: abs(p["x"] - 0.7) < 0.1) >= 0.5
+
+
+def test_losses_from_1e_300_to_1e300_are_ordered_by_magnitude() -> None:
+    """Losses spanning 600 orders of magnitude: the search finds the tiny ones."""
+
+    def loss(x, y):
+        return 10.0 ** (600 * (y - 0.5)) * (1 + (x - 0.3) ** 2)
+
+    result = tune(loss, {"x": uniform(0, 1), "y": uniform(0, 1)}, max_evals=30, seed=0)
+    assert len(result.trials) == 30 and all(t.status == "ok" for t in result.trials)
+    assert result.best_value < 1e-290
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_a_mixture_of_extreme_losses_of_both_signs(mode: str) -> None:
+    """Bands of +-max, +-1e-300, 0, 1e300 and the smallest subnormal (negated for mode=max):
+    every trial runs and the search ends in the band of the best loss."""
+    bands = [HUGE, -HUGE, 1e-300, -1e-300, 0.0, 1e300, 5e-324]
+    sign = 1.0 if mode == "min" else -1.0
+
+    def objective(band, x):
+        return sign * bands[band] / 2 * (1 + x)
+
+    space = {"band": randint(0, len(bands)), "x": uniform(0, 1)}
+    result = tune(objective, space, max_evals=25, seed=3, mode=mode)
+    assert len(result.trials) == 25 and all(t.status == "ok" for t in result.trials)
+    assert result.best_params["band"] == 1
+    assert sign * result.best_value < -0.9 * HUGE
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.just(math.nan)),
+        min_size=2,
+        max_size=40,
+    ).filter(lambda losses: any(not math.isnan(v) for v in losses))
+)
+def test_the_warp_of_any_finite_losses_is_finite_and_keeps_their_order(losses) -> None:
+    """No overflow, no NaN, order kept, failed trials (NaN) as the worst."""
+    losses = np.array(losses)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        y = _warp(losses)
+    assert np.all(np.isfinite(y)) and np.all(np.abs(y) < 10)
+    usable = ~np.isnan(losses)
+    order = np.argsort(losses[usable], kind="stable")
+    assert np.all(np.diff(y[usable][order]) >= 0)
+    assert np.all(y[~usable] >= y[usable].max())
+
+
+def test_the_warp_is_linear_up_to_the_median_and_capped_above_it() -> None:
+    losses = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 50.0, 1e9])
+    y = _warp(losses)
+    steps = np.diff(y[:4])
+    assert np.allclose(steps, steps[0])  # the good half keeps its shape
+    assert (y[3] - y[0]) / (y[-1] - y[0]) > 0.1  # and is not flattened by the huge loss
+    assert np.array_equal(_warp(np.r_[losses[:-1], HUGE]), y)  # beyond the cap, all alike
 
 
 @pytest.fixture
@@ -447,7 +543,7 @@ def test_marginal_likelihood_gradient_matches_finite_differences() -> None:
     units[:, 2] = rng.integers(0, 3, 25)
     units[:6, 1] = np.nan  # an inactive conditional label
     embedding = Embedding([0, 0, 3])
-    distances = embedding.squared_distances(units)
+    distances = embedding.squared_distances(units).reshape(3, -1)
     y = rng.standard_normal(25)
     theta = np.array([-0.7, 0.3, 0.1, 0.2, -4.0])
     _, grad = _neg_log_posterior(theta, distances, y, embedding)

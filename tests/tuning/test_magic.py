@@ -184,6 +184,19 @@ def test_cell_form_with_metric_puts_the_best_trial_into_the_notebook(ip, nb) -> 
     assert ns["_nbopt"] == result
 
 
+def test_a_cell_that_never_assigns_its_metric_stops_at_the_first_trial(ip, nb) -> None:
+    """metric=val_acc on a cell without val_acc is said after one trial, not after all."""
+    with pytest.raises(UsageError, match=r"metric=val_acc: the cell ran but did not assign"):
+        nb(f"""
+            %%tune max_evals=20 metric=val_acc {QUIET}
+            lr = uniform(0, 1)
+            calls.append(lr)
+            val_loss = lr
+        """)
+    assert len(ip.user_ns["calls"]) == 1
+    assert len(ip.user_ns["_nbopt"].trials) == 1
+
+
 def test_cell_form_last_expression_is_the_metric(ip, nb) -> None:
     """Without metric= the value of the cell's last expression is minimised."""
     result = nb(f"""
@@ -337,6 +350,30 @@ def test_corrupt_study_is_a_usage_error_and_left_untouched(ip, nb, in_tmp_dir) -
     assert path.read_text() == '{"trials": ['
     assert ip.user_ns["calls"] == []
     assert "_nbopt" not in ip.user_ns
+
+
+def test_a_study_write_failing_mid_search_keeps_every_finished_trial_in_nbopt(
+    ip, nb, in_tmp_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk at the third trial's record: one line, and _nbopt holds the three trials."""
+    import errno
+
+    from nbopt.tuning import _journal
+    from nbopt.tuning._errors import StudyWriteError
+
+    real = _journal._write_all
+
+    def write(fd: int, data: bytes) -> None:
+        if b'"event":"finish","number":2' in data:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(_journal, "_write_all", write)
+    with pytest.raises(StudyWriteError) as info:
+        nb(f"%tune train lr=uniform(0, 1) layers=choice(1, 2) max_evals=6 study=s.jsonl {QUIET}")
+    assert "\n" not in str(info.value) and "no space left on device" in str(info.value)
+    assert [t.number for t in ip.user_ns["_nbopt"].trials] == [0, 1, 2]
+    assert len(ip.user_ns["calls"]) == 3
 
 
 def test_help_lists_every_option() -> None:

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 import nbopt
 from nbopt import ConfigError, TrialStopped, TuneError, choice, quniform, randint, uniform
@@ -82,8 +83,32 @@ def test_signature_mismatch_is_a_config_error_with_a_hint() -> None:
 
     with pytest.raises(ConfigError) as info:
         tune(train, {"lr": uniform(0, 1), "layers": choice(1, 2)}, max_evals=2)
-    assert "'layers' is not a parameter (did you mean layer?)" in str(info.value)
+    assert "takes no parameter 'layers' (did you mean layer?)" in str(info.value)
     assert "train(lr, layer)" in str(info.value)
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("space", "fragment"),
+    [
+        ({"lr": uniform(0, 1), "epochs": 5}, "f(lr) takes no parameter 'epochs', which the"),
+        (
+            {"lr": uniform(0, 1), "epochs": 5, "width": choice(8, 16)},
+            "f(lr) takes no parameters 'epochs', 'width'",
+        ),
+    ],
+)
+def test_a_key_the_function_does_not_take_is_named_before_any_trial(space, fragment) -> None:
+    """f(lr) with the extra constant epochs=5 is not silently called as f(params)."""
+    calls = []
+
+    def f(lr):
+        calls.append(lr)
+        return lr
+
+    with pytest.raises(ConfigError) as info:
+        tune(f, space, max_evals=2)
+    assert fragment in str(info.value)
     assert calls == []
 
 
@@ -369,19 +394,27 @@ def test_dict_and_number_results(returned, metric, value, extras) -> None:
         ({"loss": 1.0}, "acc", "KeyError"),
         ({"a": 1.0, "b": 2.0}, None, "ValueError: objective returned a dict with keys ['a', 'b']"),
         ({"acc": "high"}, "acc", "TypeError"),
-        ("0.5", None, "TypeError: objective returned str"),
-        (None, None, "TypeError: objective returned NoneType"),
+        ("0.5", None, "TypeError: objective returned str '0.5', expected a number or a dict"),
+        (None, None, "TypeError: objective returned None, expected a number or a dict"),
+        (
+            torch.tensor([1.0, 2.0]),
+            None,
+            "TypeError: objective returned Tensor of shape (2,) (a number has one element)",
+        ),
         ({"status": "fail", "error": "diverged"}, None, "objective reported status 'fail'"),
     ],
 )
 def test_unusable_results_fail_the_trial(returned, metric, error: str) -> None:
-    """A missing key, an ambiguous dict or a non-number fails the trial with its error."""
+    """A missing key, an ambiguous dict or a non-number fails the trial with a one-line error
+    saying what came back, and no traceback (it would show only nbopt's own frames)."""
     outcomes = iter([returned, 1.0])
     result = tune(lambda x: next(outcomes), {"x": uniform(0, 1)}, max_evals=2, metric=metric)
     first = result.trials[0]
     assert first.status == "failed"
     assert first.value is None
     assert error in first.error
+    assert "\n" not in first.error
+    assert first.traceback is None
 
 
 # --- failures --------------------------------------------------------------------------------
@@ -411,7 +444,8 @@ def test_failures_are_recorded_and_the_search_goes_on() -> None:
     assert "nbopt/tuning/_search.py" not in raised.traceback  # starts at the user's code
     assert result.trials[2].error == "ValueError: objective returned nan"
     assert result.trials[4].error == "ValueError: objective returned inf"
-    assert all(t.traceback for t in result.trials if t.status == "failed")
+    assert result.trials[1].traceback is not None
+    assert result.trials[2].traceback is None  # nothing of the user's raised
     assert result.best_value == 0.5
 
 
@@ -432,6 +466,25 @@ def test_all_trials_failing_raises_tune_error_with_the_first_traceback() -> None
     assert "Traceback (most recent call last)" in message
     assert "in broken" in message
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    ("returned", "said"),
+    [
+        ("0.5", "objective returned str '0.5'"),
+        (None, "objective returned None"),
+        (torch.tensor([0.5, 0.25]), "objective returned Tensor of shape (2,)"),
+    ],
+)
+def test_an_objective_returning_a_non_number_gets_a_one_line_tune_error(returned, said) -> None:
+    """Every trial failing the same way is one line saying what came back, with none of
+    nbopt's frames; IPython shows the same line."""
+    with pytest.raises(TuneError) as info:
+        tune(lambda x: returned, {"x": uniform(0, 1)}, max_evals=3)
+    message = str(info.value)
+    assert message.startswith("all 3 trials failed; the first one: TypeError: " + said)
+    assert "\n" not in message
+    assert info.value._render_traceback_() == [f"AllTrialsFailed: {message}"]
 
 
 def test_user_raising_trial_stopped_records_a_stopped_trial() -> None:

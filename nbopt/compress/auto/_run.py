@@ -68,6 +68,12 @@ class AutoOptimization:
         _check_arguments(model, evaluate, target, example, max_trials, stop_at)
         # Checks the tolerance's own arguments now; the baseline comes later.
         Tolerance(0.0, tolerable_loss, loss_mode, mode)
+        if study is not None:
+            # Read and checked before the baseline and sensitivity passes, which take minutes;
+            # its search space is checked when the search starts.
+            from nbopt.tuning import check_study
+
+            check_study(study, metric="score", mode="min", restart=restart)
         self.original = model
         self.evaluate = cast(Callable[[Any], Any], evaluate)
         self.settings = (tolerable_loss, loss_mode, mode)

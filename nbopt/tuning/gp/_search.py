@@ -11,8 +11,9 @@ from hyperopt import base
 
 from nbopt.space import to_hyperopt
 from nbopt.tuning._algorithms import SearchContext, trial_doc
+from nbopt.tuning.gp._acquisition import LOCAL_STARTS, Acquisition
 from nbopt.tuning.gp._model import Embedding, GaussianProcess, fit
-from nbopt.tuning.gp._space import SpaceTable, row_keys
+from nbopt.tuning.gp._space import SpaceTable, row_keys, unseen_rows
 
 # A finite space of at most this many configurations is scored exhaustively.
 GRID_LIMIT = 1024
@@ -22,19 +23,11 @@ FIT_LIMIT = 64
 CONDITION_LIMIT = 300
 # Hyperparameters are refitted at every trial up to REFIT_ALWAYS trials, later once the
 # trials have grown by the factor REFIT since the last fit.
-REFIT_ALWAYS = 50
-REFIT = 1.05
-# Candidates: draws from the prior, and perturbations of the best trials at scales drawn
-# log-uniformly from LOCAL_SCALES (in unit coordinates; a choice is re-drawn with
-# probability FLIP); then rounds of smaller perturbations of the best candidates.
-GLOBAL_CANDIDATES = 256
-LOCAL_CANDIDATES = 256
-LOCAL_STARTS = 5
-LOCAL_SCALES = (1e-3, 0.3)
-FLIP = 0.2
-REFINE_SCALES = (0.03, 0.01, 0.003, 0.001)
-REFINE_KEEP = 3
-REFINE_EACH = 16
+REFIT_ALWAYS = 30
+REFIT = 1.1
+# Losses above the median are compressed logarithmically, to at most TAIL_CAP units of the
+# median's distance from the best beyond it (see _warp).
+TAIL_CAP = math.log1p(1e3)
 # Proposals not finished yet (a parallel backend asks before trials end) the model assumes
 # done at its predicted value, so that it proposes elsewhere; the oldest are forgotten.
 PENDING_LIMIT = 32
@@ -63,8 +56,11 @@ class GaussianProcessSearch:
         self.design: np.ndarray | None = None
         self.handed = 0
         self.pending: dict[int, np.ndarray] = {}
+        self.finished: dict[int, tuple[np.ndarray, float]] = {}
+        self.seen: set[bytes] = set()
         self.theta: np.ndarray | None = None
         self.fitted_on = 0
+        self.acquisition = Acquisition(self.table)
         self.blas = _blas_controller()
 
     def __call__(
@@ -82,7 +78,7 @@ class GaussianProcessSearch:
         units, losses, tids = self._history(trials)
         for tid in tids & self.pending.keys():
             del self.pending[tid]
-        seen = set(row_keys(units)) | set(row_keys(self._pending_rows()))
+        seen = self.seen | set(row_keys(self._pending_rows()))
         count = max(self.handed, len(units))
         if count < self.n_initial or np.sum(~np.isnan(losses)) < 2:
             row = self._initial(count, seen, rng)
@@ -98,16 +94,26 @@ class GaussianProcessSearch:
 
     def _history(self, trials: Any) -> tuple[np.ndarray, np.ndarray, set[int]]:
         """Rows of the finished trials, their losses (NaN if failed), and their ids."""
-        configurations, losses, tids = [], [], set()
+        new: dict[int, tuple[dict[str, Any], float]] = {}
+        tids = set()
         for doc in trials.trials:
             result = doc["result"]
             if result.get("status") not in ("ok", "fail"):
                 continue
-            tids.add(doc["tid"])
-            configurations.append({k: v[0] for k, v in doc["misc"]["vals"].items() if v})
-            loss = result.get("loss") if result["status"] == "ok" else None
-            losses.append(math.nan if loss is None else float(loss))
-        return self.table.encode(configurations), np.asarray(losses, dtype=float), tids
+            tid = doc["tid"]
+            tids.add(tid)
+            if tid not in self.finished:
+                loss = result.get("loss") if result["status"] == "ok" else None
+                vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
+                new[tid] = (vals, math.nan if loss is None else float(loss))
+        # A finished trial never changes: each is encoded once.
+        rows = self.table.encode([vals for vals, _ in new.values()])
+        for tid, row, (_, loss) in zip(new, rows, new.values(), strict=True):
+            self.finished[tid] = (row, loss)
+        self.seen.update(row_keys(rows))
+        known = [self.finished[tid] for tid in sorted(tids)]
+        units = np.array([row for row, _ in known]).reshape(-1, self.table.width)
+        return units, np.array([loss for _, loss in known], dtype=float), tids
 
     def _pending_rows(self) -> np.ndarray:
         return np.array(list(self.pending.values())).reshape(-1, self.table.width)
@@ -117,13 +123,13 @@ class GaussianProcessSearch:
         if self.design is None:
             self.design = self.table.snap(self.table.draw(rng, self.n_initial, sobol=True))
         rows = self.design[count:] if count < len(self.design) else self.table.sample(rng, 64)
-        fresh = _unseen_rows(rows, seen)
+        fresh = unseen_rows(rows, seen)
         return fresh[0] if len(fresh) else self._unseen(seen, rng)
 
     def _unseen(self, seen: set[bytes], rng: np.random.Generator) -> np.ndarray | None:
         """A random configuration not tried yet; None once a finite space is exhausted."""
         pool = self.grid if self.grid is not None else self.table.sample(rng, 256)
-        fresh = _unseen_rows(pool, seen)
+        fresh = unseen_rows(pool, seen)
         if not len(fresh):
             # An infinite space that random draws keep missing: the search loop skips repeats.
             return None if self.grid is not None else pool[0]
@@ -151,68 +157,39 @@ class GaussianProcessSearch:
             )
         best = float(y.min())
         if self.grid is not None:
-            pool = _unseen_rows(self.grid, seen)
+            pool = unseen_rows(self.grid, seen)
             if not len(pool):
                 return None
             return pool[int(np.argmax(gp.log_expected_improvement(pool, best)))]
-        return self._maximise(gp, best, units[np.argsort(y)[:LOCAL_STARTS]], seen, rng)
-
-    def _maximise(
-        self,
-        gp: GaussianProcess,
-        best: float,
-        top: np.ndarray,
-        seen: set[bytes],
-        rng: np.random.Generator,
-    ) -> np.ndarray | None:
-        """Search candidates for the highest expected improvement (no gradients: the space
-        has steps, integers and choices)."""
-        table = self.table
-        starts = top[rng.integers(len(top), size=LOCAL_CANDIDATES)]
-        scales = np.exp(rng.uniform(*np.log(LOCAL_SCALES), size=(LOCAL_CANDIDATES, 1)))
-        pool = np.vstack(
-            [table.draw(rng, GLOBAL_CANDIDATES), self._perturb(starts, scales, FLIP, rng)]
-        )
-        pool = _unseen_rows(table.snap(pool), seen)
-        if not len(pool):
-            return self._unseen(seen, rng)
-        scores = gp.log_expected_improvement(pool, best)
-        for scale in REFINE_SCALES:
-            keep = np.argsort(-scores)[:REFINE_KEEP]
-            starts = np.repeat(pool[keep], REFINE_EACH, axis=0)
-            moved = _unseen_rows(table.snap(self._perturb(starts, scale, 0.0, rng)), seen)
-            pool = np.vstack([pool[keep], moved])
-            scores = np.concatenate([scores[keep], gp.log_expected_improvement(moved, best)])
-        return pool[int(np.argmax(scores))]
-
-    def _perturb(
-        self, rows: np.ndarray, scale: Any, flip: float, rng: np.random.Generator
-    ) -> np.ndarray:
-        """Rows moved by Gaussian steps of ``scale``, choices re-drawn with probability ``flip``.
-
-        Labels a row leaves inactive get a draw from the prior first, so that a choice flipped
-        to another option has values for that option's parameters.
-        """
-        fresh = self.table.draw(rng, len(rows))
-        moved = np.where(np.isnan(rows), fresh, rows)
-        numeric = ~self.table.categorical
-        steps = scale * rng.standard_normal((len(rows), int(numeric.sum())))
-        moved[:, numeric] = np.clip(moved[:, numeric] + steps, 0.0, 1.0)
-        if flip:
-            redraw = rng.random(moved.shape) < flip
-            moved = np.where(redraw & ~numeric, fresh, moved)
-        return moved
+        top = units[np.argsort(y)[:LOCAL_STARTS]]
+        row = self.acquisition.best(gp, best, top, seen, rng)
+        return row if row is not None else self._unseen(seen, rng)
 
 
 def _warp(losses: np.ndarray) -> np.ndarray:
-    """Losses as the GP models them: failed trials as the worst loss, the tail above the
-    median compressed logarithmically (one diverged run must not flatten the good region),
-    then zero mean and unit deviation."""
+    """Losses as the GP models them, finite and of moderate size whatever finite losses came.
+
+    Failed trials (NaN) count as the worst loss. Losses up to the median are kept linear, as
+    distances from the best in units of the median's distance from it, so that the good half
+    keeps its shape. Losses above the median are compressed logarithmically and capped at
+    ``1 + TAIL_CAP`` units: one diverged run, even one that returned the largest float, must
+    not flatten the good region. Then zero mean and unit deviation. Every step
+    works on halved losses and takes logarithms of ratios rather than dividing, so that no
+    difference of two finite floats, however far apart, overflows.
+    """
     usable = ~np.isnan(losses)
-    y = np.where(usable, losses, np.max(losses[usable]))
-    median = np.median(y)
-    scale = max(median - y.min(), 1e-12)
-    y = np.where(y > median, median + scale * np.log1p(np.maximum(y - median, 0) / scale), y)
+    half = np.where(usable, losses, np.max(losses[usable])) / 2.0
+    best, median = half.min(), np.median(half)
+    scale = median - best
+    if scale <= 0:  # half the trials or more tie at the best: scale by the next loss up
+        above = half[half > best]
+        if not len(above):
+            return np.zeros_like(half)
+        scale = above.min() - best
+    with np.errstate(divide="ignore"):
+        ratio = np.log(np.maximum(half - median, 0.0)) - math.log(scale)
+    tail = 1.0 + np.minimum(np.logaddexp(0.0, ratio), TAIL_CAP)
+    y = np.where(half <= median, (np.minimum(half, median) - best) / scale, tail)
     sd = y.std()
     return (y - y.mean()) / (sd if sd > 0 else 1.0)
 
@@ -225,16 +202,6 @@ def _subset(y: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
     best = order[: limit // 4]
     rest = rng.choice(order[limit // 4 :], size=limit - len(best), replace=False)
     return np.sort(np.concatenate([best, rest]))
-
-
-def _unseen_rows(rows: np.ndarray, seen: set[bytes]) -> np.ndarray:
-    """The rows not in ``seen``, each once."""
-    keep, unique = [], set(seen)
-    for i, key in enumerate(row_keys(rows)):
-        if key not in unique:
-            unique.add(key)
-            keep.append(i)
-    return rows[keep]
 
 
 def _not_called(params: Any) -> Any:

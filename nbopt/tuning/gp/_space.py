@@ -216,14 +216,19 @@ class SpaceTable:
 
             m = max(1, math.ceil(math.log2(max(n, 2))))
             cube = qmc.Sobol(self.width, scramble=True, seed=rng).random_base2(m)[:n]
-        else:
-            cube = rng.random((n, self.width))
+            return self.from_cube(cube)
+        return self.from_cube(rng.random((n, self.width)))
+
+    def from_cube(self, cube: np.ndarray) -> np.ndarray:
+        """Rows from points of the unit cube, every label filled: a categorical label takes
+        the option whose share of the prior's probability holds the point's coordinate."""
+        rows = cube.copy()
         for j, column in enumerate(self.columns):
             if column.categorical:
                 edges = np.cumsum(column.probabilities())
-                index = np.searchsorted(edges, cube[:, j], side="right")
-                cube[:, j] = np.minimum(index, len(edges) - 1)
-        return cube
+                index = np.searchsorted(edges, rows[:, j], side="right")
+                rows[:, j] = np.minimum(index, len(edges) - 1)
+        return rows
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` random configurations from the prior, as snapped rows."""
@@ -268,6 +273,16 @@ def _exp_of_bound(log_bound: float, *, lower: bool) -> float:
 def row_keys(units: np.ndarray) -> list[bytes]:
     """Hashable identities of rows (10 significant digits: unit rounding noise is not new)."""
     return [row.tobytes() for row in np.nan_to_num(np.round(units, 10), nan=-1.0)]
+
+
+def unseen_rows(rows: np.ndarray, seen: set[bytes]) -> np.ndarray:
+    """The rows not in ``seen``, each once."""
+    keep, unique = [], set(seen)
+    for i, key in enumerate(row_keys(rows)):
+        if key not in unique:
+            unique.add(key)
+            keep.append(i)
+    return rows[keep]
 
 
 def _product(table: SpaceTable, options: list[Any], limit: int) -> Iterator[np.ndarray]:

@@ -48,3 +48,37 @@ def plot_tune_result(result: TuneResult) -> Any:
         right.text(0.5, 0.5, "needs 3 successful trials", ha="center", va="center")
         right.set_axis_off()
     return figure
+
+
+def plot_whatif(
+    curves: list[Any], parameters: list[Any], setting: dict[str, Any], metric: str
+) -> Any:
+    """One panel per parameter: its partial-dependence curve with a band of one standard
+    deviation, the tried trials as dots, and the explorer's current value as a line.
+
+    ``curves`` are the model's :class:`Curve` objects and ``parameters`` its
+    :class:`Parameter` objects, in the same order; ``setting`` is in Hyperopt's encoding.
+    """
+    columns = min(3, len(curves)) or 1
+    rows = -(-len(curves) // columns)
+    figure = new_figure(figsize=(3.6 * columns, 2.6 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, curve, parameter in zip(axes, curves, parameters, strict=False):
+        low = [m - s for m, s in zip(curve.means, curve.sds, strict=True)]
+        high = [m + s for m, s in zip(curve.means, curve.sds, strict=True)]
+        ax.fill_between(curve.xs, low, high, color="C0", alpha=0.2, lw=0)
+        ax.plot(curve.xs, curve.means, color="C0")
+        if curve.tried:
+            xs, ys = zip(*curve.tried, strict=True)
+            ax.scatter(xs, ys, s=10, color="k", alpha=0.5, zorder=3)
+        if curve.label in setting:
+            ax.axvline(float(setting[curve.label]), color="C3", lw=1.2)
+        if parameter.kind == "choice":
+            ax.set_xticks(range(len(parameter.options)), parameter.options)
+        elif parameter.log:
+            ax.set_xscale("log")
+        ax.set_title(curve.label, fontsize=10)
+        ax.set_ylabel(metric, fontsize=9)
+    for ax in axes[len(curves) :]:
+        ax.set_axis_off()
+    return figure
