@@ -163,7 +163,8 @@ def keep_transformer_layers_working(model: nn.Module) -> None:
     longer plain ``nn.Linear`` (factorised, dynamically quantized).
 
     In eval mode the layer's fast-path check reads ``linear1.weight.device``; on a quantized
-    Linear ``weight`` is a method and the check raises AttributeError (torch 2.13). With the
+    Linear ``weight`` is a method and the check raises AttributeError (torch 2.13), and the
+    fused kernel cannot take torchao's quantized weights. With the
     activation flag cleared the layer takes its ordinary path, which calls its submodules;
     ``nn.TransformerEncoder`` must then not pack inputs into nested tensors either, which the
     quantized kernels do not take.
@@ -171,7 +172,7 @@ def keep_transformer_layers_working(model: nn.Module) -> None:
     changed = set()
     for module in model.modules():
         if isinstance(module, nn.TransformerEncoderLayer) and not (
-            type(module.linear1) is nn.Linear and type(module.linear2) is nn.Linear
+            _dense_linear(module.linear1) and _dense_linear(module.linear2)
         ):
             module.activation_relu_or_gelu = 0
             changed.add(module)
@@ -180,6 +181,12 @@ def keep_transformer_layers_working(model: nn.Module) -> None:
             layer in changed for layer in module.layers
         ):
             module.use_nested_tensor = False
+
+
+def _dense_linear(module: nn.Module) -> bool:
+    """A plain ``nn.Linear`` whose weight is a plain tensor (not one of torchao's quantized
+    tensor subclasses, which the fused path cannot read)."""
+    return type(module) is nn.Linear and type(module.weight) in (torch.Tensor, nn.Parameter)
 
 
 def linears_from_conv1d(model: nn.Module) -> list[str]:

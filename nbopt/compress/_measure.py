@@ -173,6 +173,9 @@ _MISSING_FORMULAS = {
 def _is_opaque(module: nn.Module) -> bool:
     if isinstance(module, nn.RNNBase):
         return True
+    if isinstance(module, nn.Linear) and type(module.weight) not in (torch.Tensor, nn.Parameter):
+        # torchao's int8 weights run torch._int_mm, which the counter has no formula for.
+        return True
     name = type(module).__module__
     return name.startswith("torch.ao.nn.quantized") and (
         # Recurrent layers (``mode`` alone would take in quantized EmbeddingBags too), Linear

@@ -16,16 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from nbopt._context import reporting_to
+from nbopt.compress._finetune import Trainer
 from nbopt.compress._inputs import device_of, eval_mode, set_eval, working_copy
 from nbopt.compress._measure import measure, measure_latency, read_metric
 from nbopt.compress._plan import Step, function_name
-from nbopt.compress._registry import StaticInt8, StepContext, StepOutcome
+from nbopt.compress._registry import StaticInt8, StepContext
 from nbopt.compress._result import ModelMeasurement, OptimizeResult, StepRecord
 from nbopt.compress.events import (
     BaselineMeasured,
     FinetuneReported,
     OptimizeFinished,
+    SoftPruningApplied,
     StepFinished,
     StepStarted,
 )
@@ -41,7 +42,7 @@ class Optimization:
         model: Any,
         steps: list[Step],
         *,
-        finetune: Callable[[Any], Any] | None,
+        trainer: Trainer | None,
         example: Any,
         evaluate: Callable[[Any], Any] | None,
         inplace: bool,
@@ -59,9 +60,14 @@ class Optimization:
                 "inplace=True cannot be used with quant=int8-static: it makes a new kind of "
                 "model (a GraphModule); use the result's .model"
             )
+        if inplace and any(s.kind == "transfer" for s in steps):
+            raise ConfigError(
+                "inplace=True cannot be used with student=: the result is another "
+                "architecture; use the result's .model"
+            )
         self.original = model
         self.steps = steps
-        self.finetune = finetune
+        self.trainer = trainer
         self.baseline: ModelMeasurement | None = None
         self.records: list[StepRecord] = []
         self._in_step = False
@@ -72,7 +78,10 @@ class Optimization:
         self.name = name
         self.metric_name = function_name(evaluate, "metric")
         self.work: nn.Module = model
-        self.context = StepContext(example, device_of(model))
+        self.context = StepContext(
+            example, device_of(model), None if trainer is None else trainer.sample(example)
+        )
+        self._zeroings = 0
 
     def run(self) -> OptimizeResult:
         """Validate, then run every step; re-raises what a step raised, with the original
@@ -133,32 +142,45 @@ class Optimization:
         )
 
     def _prepare(self) -> float | None:
-        """Copy the model and check every input on the copy; the baseline metric."""
+        """Copy the model and check every input on the copy (the steps after a transfer on
+        the student); the baseline metric."""
         self.work = working_copy(
             self.original,
             self.example,
             "optimize works on a copy so that a failing step never leaves the model half-changed",
         )
+        if self.trainer is not None:
+            self.trainer = self.trainer.with_teacher(self.original)
+        target = self.work
         for step in self.steps:
             check = step.backend.load_check() if step.backend is not None else None
             if check is not None:
-                check(self.work, step.config, self.context)
+                check(target, step.config, self.context)
+            if step.kind == "transfer":
+                target = step.config.student
+            elif step.kind == "finetune" and self.trainer is not None:
+                self.trainer.check(target, self.context.probe, step.config.distill)
         return None if self.evaluate is None else read_metric(self.evaluate(self.work))
 
     def _run_step(self, step: Step) -> StepRecord:
         clock = time.perf_counter()
-        # A fine-tune cut short leaves a model that works; a transformation cut short may not.
-        self._in_step = step.backend is not None
+        # A fine-tune cut short leaves a model that works (unless it fake-quantizes or
+        # soft-prunes); a transformation cut short may not.
+        self._in_step = step.backend is not None or step.config.qat or bool(step.config.soft)
         if step.backend is None:
-            outcome = self._run_finetune(self.finetune)
+            outcome = self._run_finetune(step)
         else:
             outcome = step.backend.load()(self.work, step.config, self.context)
         self._in_step = False
         seconds = time.perf_counter() - clock
         self.work = outcome.model
         set_eval(self.work)
-        metric = None if self.evaluate is None else read_metric(self.evaluate(self.work))
-        after = measure(self.work, self.example, metric=metric)
+        if step.kind == "export":
+            # The model is as it was: only a file was written.
+            after = self.records[-1].after if self.records else self.baseline
+        else:
+            metric = None if self.evaluate is None else read_metric(self.evaluate(self.work))
+            after = measure(self.work, self.example, metric=metric)
         return StepRecord(
             step.kind,
             step.label,
@@ -169,24 +191,33 @@ class Optimization:
             outcome.info,
         )
 
-    def _run_finetune(self, finetune: Callable[[Any], Any]) -> StepOutcome:
-        """Call the fine-tune function with the model in training mode; what it reports with
-        ``nbopt.report`` goes to the live view and TensorBoard."""
-        reports = 0
+    def _run_finetune(self, step: Step) -> Any:
+        """Fine-tune the model (in training mode) as the step says; what the training
+        reports goes to the live view and TensorBoard."""
 
-        def sink(step: int, value: float | None, metrics: dict[str, float]) -> None:
-            nonlocal reports
-            reports += 1
-            self.bus.emit(FinetuneReported(step, value, metrics))
+        def reported(number: int, value: float | None, metrics: dict[str, float]) -> None:
+            self.bus.emit(FinetuneReported(number, value, metrics))
 
-        self.work.train()
-        with reporting_to(sink):
-            returned = finetune(self.work)
-        model = returned if isinstance(returned, nn.Module) else self.work
-        detail = f"{function_name(finetune, 'finetune')} trained the model"
-        if reports:
-            detail += f" ({reports} reports)"
-        return StepOutcome(model, detail)
+        def zeroed(zeroing: Any) -> None:
+            self._zeroings += 1
+            self.bus.emit(
+                SoftPruningApplied(
+                    self._zeroings, zeroing.zeroed, zeroing.channels, zeroing.revived
+                )
+            )
+
+        if self.trainer is None:
+            raise ConfigError("a fine-tune step needs finetune= or data=")
+        quant = next((s.config for s in self.steps if s.kind == "quant"), None)
+        return self.trainer.run(
+            self.work,
+            step.config,
+            self.context,
+            on_report=reported,
+            on_soft=zeroed,
+            skip=getattr(quant, "skip", ()),
+            backend=getattr(quant, "backend", "torchao"),
+        )
 
     def _finish(self, baseline: ModelMeasurement, records: list[StepRecord]) -> OptimizeResult:
         last = records[-1].after if records else baseline

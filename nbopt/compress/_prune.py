@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -75,16 +77,22 @@ def prune_structured(
     from nbopt.compress._heads import find_heads, prune_heads
     from nbopt.compress._prune_graph import frozen_group
 
-    before = shapes(_forward(model, context.example))
+    before = shapes(output_of(model, context.example))
     ties = Ties(model)
     ignored = ignored_modules(model, config.ignore)
-    notes = _unprunable(model, ignored)
+    notes = leave_unprunable(model, ignored)
     params_before, _ = count_weights(model)
     attention = find_heads(model, ignored)
-    heads = sum(prune_heads(item, config.amount) for item in attention)
+    widths = _widths_of_original(model, config)
+    counts = [prune_heads(item, _head_share(item, widths, config.amount)) for item in attention]
+    heads = sum(counts)
     ties.restore(model)
     frozen = {layer for item in attention for layer, _ in item.inputs}
-    pruner, graph, outputs = _pruner(model, context.example, ignored, config.amount)
+    pruner, graph, outputs = build_pruner(model, context.example, ignored, config.amount)
+    if widths is not None and hasattr(pruner, "_scope_initial_channels"):
+        # Torch-Pruning keeps int(initial * (1 - amount)) channels of each group, the initial
+        # width being what the group had at the pruner's first step: the original's here.
+        pruner._scope_initial_channels.update(widths.channels)
     tied = ties.holder_modules(model)
     kept_tied = False
     for group in pruner.step(interactive=True):
@@ -93,7 +101,15 @@ def prune_structured(
         if reason is None:
             group.prune()
     ties.restore(model)
-    after = shapes(_forward(model, context.example))
+    if config.of_original and widths is None:
+        _ORIGINAL_WIDTHS[model] = _Widths(
+            dict(getattr(pruner, "_scope_initial_channels", {})),
+            {
+                item.name: item.heads + pruned
+                for item, pruned in zip(attention, counts, strict=True)
+            },
+        )
+    after = shapes(output_of(model, context.example))
     if after != before:
         raise ConfigError(
             f"structured pruning changed the model's output shapes from {before} to {after}; "
@@ -101,7 +117,8 @@ def prune_structured(
         )
     params_after, _ = count_weights(model)
     removed = 1 - params_after / params_before if params_before else 0.0
-    detail = f"removed {config.amount:.0%} of channels per layer group: {removed:.0%} of weights"
+    share = "of the original's channels" if config.of_original else "of channels"
+    detail = f"removed {config.amount:.0%} {share} per layer group: {removed:.0%} of weights"
     if heads:
         detail += f"; {heads} attention heads of {sum(a.heads for a in attention) + heads}"
     if ties:
@@ -114,11 +131,44 @@ def prune_structured(
     return StepOutcome(model, detail, notes=notes, info={"weights_removed": removed})
 
 
-def _pruner(
-    model: nn.Module, example: Any, ignored: list[nn.Module], amount: float
+@dataclass(frozen=True)
+class _Widths:
+    """What a model iterative pruning works on had before its first increment: each
+    Torch-Pruning scope's channels, and each attention module's heads (by its name)."""
+
+    channels: dict[str, int]
+    heads: dict[int, int]
+
+
+# The widths each model had at its first increment, for the increments after it (the same
+# model object goes through every step of a run; a new object starts afresh).
+_ORIGINAL_WIDTHS: weakref.WeakKeyDictionary[nn.Module, _Widths] = weakref.WeakKeyDictionary()
+
+
+def _widths_of_original(model: nn.Module, config: StructuredPruning) -> _Widths | None:
+    return _ORIGINAL_WIDTHS.get(model) if config.of_original else None
+
+
+def _head_share(item: Any, widths: _Widths | None, amount: float) -> float:
+    """The fraction of its heads ``item`` loses now: ``amount`` of its current heads, or of
+    its original heads with ``widths`` (as many as make up the total reached)."""
+    if widths is None or item.name not in widths.heads:
+        return amount
+    original = widths.heads[item.name]
+    target = original - min(original - 1, round(amount * original))
+    return max(0.0, (item.heads - target) / item.heads) if item.heads else 0.0
+
+
+def build_pruner(
+    model: nn.Module,
+    example: Any,
+    ignored: list[nn.Module],
+    amount: float,
+    importance: Any = None,
 ) -> tuple[Any, Any, set[Any]]:
-    """Torch-Pruning's pruner over ``model``, its dependency graph, and the graph's nodes that
-    produce the model's outputs."""
+    """Torch-Pruning's pruner over ``model`` (ranking channels by ``importance``, by default
+    the L2 magnitude of every weight of their group), its dependency graph, and the graph's
+    nodes that produce the model's outputs."""
     import torch_pruning as tp
 
     from nbopt.compress._prune_graph import (
@@ -136,7 +186,7 @@ def _pruner(
         pruner = tp.pruner.BasePruner(
             model,
             _positional(example),
-            importance=tp.importance.GroupMagnitudeImportance(p=2),
+            importance=importance or tp.importance.GroupMagnitudeImportance(p=2),
             pruning_ratio=amount,
             ignored_layers=ignored,
             num_heads={
@@ -155,7 +205,7 @@ def _positional(example: Any) -> Any:
     return (example,) if isinstance(example, torch.Tensor) else example
 
 
-def _unprunable(model: nn.Module, ignored: list[nn.Module]) -> list[str]:
+def leave_unprunable(model: nn.Module, ignored: list[nn.Module]) -> list[str]:
     """Leave out what cannot be pruned coherently (LSTMs with ``proj_size``), with a note."""
     notes = []
     for name, module in model.named_modules():
@@ -181,13 +231,13 @@ def prune_groups(model: nn.Module, example: Any, ignore: tuple[str, ...] = ()) -
 
     names = {module: name for name, module in model.named_modules() if name}
     ignored = ignored_modules(model, ignore)
-    _unprunable(model, ignored)
+    leave_unprunable(model, ignored)
     attention = find_heads(model, ignored)
     frozen = {layer for item in attention for layer, _ in item.inputs}
     tied = Ties(model).holder_modules(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pruner, graph, outputs = _pruner(model, example, ignored, 0.5)
+        pruner, graph, outputs = build_pruner(model, example, ignored, 0.5)
     groups = []
     for group in graph.get_all_groups(
         ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
@@ -209,7 +259,8 @@ def prune_groups(model: nn.Module, example: Any, ignore: tuple[str, ...] = ()) -
     return groups
 
 
-def _forward(model: nn.Module, example: Any) -> Any:
+def output_of(model: nn.Module, example: Any) -> Any:
+    """The model's output on ``example``, without gradients, leaving no trace on it."""
     with torch.no_grad(), undisturbed(model):
         return call(model, example)
 

@@ -15,13 +15,13 @@ from torch import nn
 
 from nbopt._imports import optional_import
 from nbopt.compress._bags import average_quantized_bags, float_only_bags
+from nbopt.compress._cast import cast_inputs, cast_outputs
 from nbopt.compress._guard import guarded_step
 from nbopt.compress._inputs import (
     keep_transformer_layers_working,
     linears_from_conv1d,
-    map_tensors,
 )
-from nbopt.compress._registry import Cast, DynamicInt8, StepContext, StepOutcome
+from nbopt.compress._registry import DynamicInt8, StepContext, StepOutcome
 from nbopt.compress._tied import Ties
 from nbopt.errors import ConfigError
 
@@ -44,11 +44,13 @@ def quiet_torch_ao() -> Iterator[None]:
         yield
 
 
-def import_torchao(module: str, purpose: str) -> Any:
-    """Import a torchao module without the log lines its first import writes on machines
-    without its CUDA extensions ("Failed to load ..._C_cutlass_90a.abi3.so") or with a newer
-    torch (a pytree deprecation notice), nor the deprecation warnings of the torch internals it
-    imports (``torch.jit.script_method``): they say nothing about the user's model."""
+@contextlib.contextmanager
+def quiet_torchao() -> Iterator[None]:
+    """torchao's log lines silenced for the block: on machines without its CUDA extensions
+    ("Failed to load ..._C_cutlass_90a.abi3.so"), and with a newer torch (pytree notices such
+    as "<enum 'KernelPreference'> is an Enum subclass ...", logged when a config is first
+    applied, not only on import); and the deprecation warnings of the torch internals it
+    imports (``torch.jit.script_method``). They say nothing about the user's model."""
     loggers = [logging.getLogger("torchao"), logging.getLogger("torch.utils._pytree")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -60,26 +62,30 @@ def import_torchao(module: str, purpose: str) -> Any:
                 message="`torch.jit.script_method` is deprecated",
                 category=DeprecationWarning,
             )
-            return optional_import(module, "compress", purpose)
+            yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
 
+def import_torchao(module: str, purpose: str) -> Any:
+    """Import a torchao module quietly (:func:`quiet_torchao`), or say which extra to install."""
+    with quiet_torchao():
+        return optional_import(module, "compress", purpose)
+
+
 def check_int8(model: nn.Module, config: DynamicInt8, context: StepContext) -> None:
+    from nbopt.compress._int8 import check_backend
+
     device = context.device.type
-    if device == "cpu":
-        if torch.backends.quantized.engine == "none":
-            raise ConfigError(
-                "quant=int8 is not supported on this CPU: torch has no quantized engine "
-                f"(supported engines: {torch.backends.quantized.supported_engines})"
-            )
-    elif device == "cuda":
-        import_torchao("torchao.quantization", "quant=int8 on CUDA")
-    else:
+    if device not in ("cpu", "cuda"):
         raise ConfigError(
-            f"quant=int8 is not supported on {device}; it runs on cpu (torch.ao) and cuda (torchao)"
+            f"quant=int8 is not supported on {device}; it runs on cpu (torch.ao or torchao) "
+            "and cuda (torchao)"
         )
+    check_backend(config.backend, context.device)
+    if config.backend != "torch.ao":
+        import_torchao("torchao.quantization", "quant=int8")
     if not any(isinstance(m, _DYNAMIC_TYPES + _EMBEDDING_TYPES) for m in model.modules()):
         raise ConfigError(
             "quant=int8 found no Linear, LSTM, GRU or Embedding layer to quantize; for "
@@ -139,12 +145,56 @@ def quantize_int8(model: nn.Module, config: DynamicInt8, context: StepContext) -
             f"{', '.join(tied)} share a weight ({ties.describe()}): they stay in float so that "
             "it stays one tensor (int8 would store a copy for each)"
         )
-    if context.device.type == "cuda":
-        outcome = quantize_int8_torchao(model, skip)
-    else:
-        outcome = quantize_int8_cpu(model, skip)
+    outcome = _quantize_with_backend(model, skip, config.backend, context)
     outcome.notes[:0] = notes
     return outcome
+
+
+def _quantize_with_backend(
+    model: nn.Module, skip: tuple[str, ...], backend: str, context: StepContext
+) -> StepOutcome:
+    """Quantize with ``backend`` (``auto``: the one :mod:`nbopt.compress._int8` chooses) and
+    measure how close the outputs stay to the float model's on the example."""
+    from nbopt.compress._int8 import describe, fidelity, outputs
+
+    notes = []
+    if backend == "auto":
+        choice = choose_backend(model, skip, context)
+        backend = choice.name
+        notes.append(describe(choice))
+    reference = None if context.example is None else outputs(model, context.example)
+    outcome = _quantize(backend, model, skip)
+    info: dict[str, Any] = {"backend": backend}
+    if reference is not None:
+        info["fidelity"] = fidelity(reference, outputs(outcome.model, context.example))
+    outcome.detail += f" ({backend}"
+    if "fidelity" in info:
+        outcome.detail += f"; outputs {info['fidelity']:.4f} cosine to float"
+    outcome.detail += ")"
+    outcome.notes[:0] = notes
+    outcome.info.update(info)
+    return outcome
+
+
+def choose_backend(model: nn.Module, skip: tuple[str, ...], context: StepContext) -> Any:
+    """The int8 backend ``quant_backend=auto`` takes for ``model`` (a
+    :class:`~nbopt.compress._int8.BackendChoice`), measured on a copy."""
+    from nbopt.compress._int8 import choose
+
+    return choose(model, skip, context, lambda name, m, s: _candidate(name, m, s).model)
+
+
+def _quantize(backend: str, model: nn.Module, skip: tuple[str, ...]) -> StepOutcome:
+    if backend == "torch.ao":
+        return quantize_int8_cpu(model, skip)
+    return quantize_int8_torchao(model, skip)
+
+
+@guarded_step("quant=int8", "leave the layer it names in float, or use another quant_backend=")
+def _candidate(backend: str, model: nn.Module, skip: tuple[str, ...]) -> StepOutcome:
+    """A copy quantized by ``backend``, for ``auto`` to measure; a library's failure is a
+    ConfigError, and the candidate is left out."""
+    return _quantize(backend, model, skip)
 
 
 def as_float32(model: nn.Module, purpose: str) -> tuple[nn.Module, list[str]]:
@@ -169,12 +219,13 @@ def quantize_int8_cpu(model: nn.Module, skip: tuple[str, ...] = ()) -> StepOutco
     """torch.ao's ``quantize_dynamic``: per-channel int8 Linear, int8 LSTM/GRU, and
     embedding tables with 8-bit rows (each with its own scale and offset); the modules named in
     ``skip`` stay in float."""
-    from torch.ao.quantization import (
-        default_dynamic_qconfig,
-        float_qparams_weight_only_qconfig,
-        per_channel_dynamic_qconfig,
-        quantize_dynamic,
-    )
+    with quiet_torch_ao():
+        from torch.ao.quantization import (
+            default_dynamic_qconfig,
+            float_qparams_weight_only_qconfig,
+            per_channel_dynamic_qconfig,
+            quantize_dynamic,
+        )
 
     spec: dict[type, Any] = {
         nn.Linear: per_channel_dynamic_qconfig,
@@ -224,33 +275,40 @@ def quantize_int8_cpu(model: nn.Module, skip: tuple[str, ...] = ()) -> StepOutco
 
 
 def quantize_int8_torchao(model: nn.Module, skip: tuple[str, ...] = ()) -> StepOutcome:
-    """torchao's ``quantize_``: int8 dynamic-activation Linear layers and int8 weight-only
-    embedding rows. The path for CUDA, where torchao has int8 kernels; it also runs, slowly,
-    on CPU. The modules named in ``skip`` stay in float."""
-    quantization = import_torchao("torchao.quantization", "quant=int8 on CUDA")
-    granularity = import_torchao("torchao.quantization.granularity", "quant=int8 on CUDA")
+    """torchao's ``quantize_``: int8 dynamic-activation Linear layers (per-token activations,
+    per-channel weights) and int8 weight-only embedding rows, on CPU and CUDA. The modules
+    named in ``skip`` stay in float."""
+    quantization = import_torchao("torchao.quantization", "quant=int8")
+    granularity = import_torchao("torchao.quantization.granularity", "quant=int8")
     recurrent = any(isinstance(m, (nn.LSTM, nn.GRU)) for m in model.modules())
     kept = set(skipped_modules(model, skip))
-    quantization.quantize_(
-        model,
-        quantization.Int8DynamicActivationInt8WeightConfig(),
-        # None keeps torchao's own choice of Linear layers.
-        filter_fn=(lambda module, name: _plain_linear(module) and name not in kept)
-        if kept
-        else None,
-    )
-    if any(isinstance(m, nn.Embedding) for m in model.modules()):
+    with quiet_torchao():
         quantization.quantize_(
             model,
-            quantization.IntxWeightOnlyConfig(
-                weight_dtype=torch.int8, granularity=granularity.PerAxis(0)
-            ),
-            filter_fn=lambda module, name: isinstance(module, nn.Embedding) and name not in kept,
+            quantization.Int8DynamicActivationInt8WeightConfig(),
+            filter_fn=lambda module, name: _plain_linear(module) and name not in kept,
         )
-    notes = _float_leftovers(model, static_available=False)
+        if any(isinstance(m, nn.Embedding) for m in model.modules()):
+            quantization.quantize_(
+                model,
+                quantization.IntxWeightOnlyConfig(
+                    weight_dtype=torch.int8, granularity=granularity.PerAxis(0)
+                ),
+                filter_fn=lambda module, name: (
+                    isinstance(module, nn.Embedding) and name not in kept
+                ),
+            )
+    keep_transformer_layers_working(model)
+    notes = _float_leftovers(model, static_available=model_on_cpu(model))
     if recurrent:
         notes.append("torchao has no int8 LSTM/GRU: recurrent layers stay in float")
+    if any(isinstance(m, nn.EmbeddingBag) for m in model.modules()):
+        notes.append("torchao has no int8 EmbeddingBag: bags stay in float")
     return StepOutcome(model, _quantized_layers(model), notes=notes)
+
+
+def model_on_cpu(model: nn.Module) -> bool:
+    return all(p.device.type == "cpu" for p in model.parameters())
 
 
 def _is_torch_ao(module: nn.Module) -> bool:
@@ -311,65 +369,3 @@ def _float_leftovers(model: nn.Module, static_available: bool = True) -> list[st
         hint = "; quant=int8-static (with calib=) quantizes them" if static_available else ""
         notes.append(f"convolutions stay in float with dynamic int8{hint}")
     return notes
-
-
-def fast_path(dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether ``device`` has fast kernels for ``dtype`` (float16 or bfloat16)."""
-    if device.type == "cuda":
-        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        if dtype == torch.bfloat16:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    return True
-
-
-def check_cast(model: nn.Module, config: Cast, context: StepContext) -> None:
-    """Every dtype casts on every device; where it has no fast path, warn now."""
-    dtype = getattr(torch, config.dtype)
-    if not fast_path(dtype, context.device):
-        warnings.warn(
-            f"nbopt: this {context.device.type.upper()} has no fast {config.dtype} kernels: "
-            f"the cast halves the size but expect the model to run slower than in float32",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-
-
-@guarded_step("quant=fp16/bf16", "use another quant=")
-def cast(model: nn.Module, config: Cast, context: StepContext) -> StepOutcome:
-    """Cast the model to ``config.dtype``; it still takes and returns float32 tensors.
-
-    Forward hooks on the model cast its floating-point inputs to the new dtype and its outputs
-    back, so code written for the float32 model (an evaluation loop, ``example=``) runs
-    unchanged.
-    """
-    dtype = getattr(torch, config.dtype)
-    original = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    model.to(dtype)
-    model.register_forward_pre_hook(functools.partial(cast_inputs, dtype=dtype), with_kwargs=True)
-    model.register_forward_hook(functools.partial(cast_outputs, dtype=original))
-    notes = [
-        f"the model casts floating-point inputs to {config.dtype} and its outputs back to "
-        f"{str(original).removeprefix('torch.')}"
-    ]
-    if not fast_path(dtype, context.device):
-        notes.append(
-            f"this {context.device.type.upper()} has no fast {config.dtype} kernels: the cast "
-            "halves the size, not the latency"
-        )
-    return StepOutcome(model, f"cast to {config.dtype}", notes=notes)
-
-
-def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
-    return map_tensors(value, lambda t: t.to(dtype) if t.is_floating_point() else t)
-
-
-def cast_inputs(
-    module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, dtype: torch.dtype
-) -> tuple[Any, Any]:
-    return _cast_floats(args, dtype), _cast_floats(kwargs, dtype)
-
-
-def cast_outputs(module: nn.Module, args: Any, output: Any, *, dtype: torch.dtype) -> Any:
-    return _cast_floats(output, dtype)

@@ -20,10 +20,17 @@ from nbopt.errors import ConfigError, did_you_mean
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a step may need besides the model: the example input and the model's device."""
+    """What a step may need besides the model: the example input, the model's device, and
+    an input to check models with when there is no example (the first batch of ``data=``)."""
 
     example: Any
     device: Any
+    sample: Any = None
+
+    @property
+    def probe(self) -> Any:
+        """An input the model takes: the example, else the sample; None without either."""
+        return self.example if self.example is not None else self.sample
 
 
 @dataclass
@@ -47,7 +54,24 @@ def _check_fraction(option: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class StructuredPruning:
-    """Remove ``amount`` of the channels (neurons) of each prunable layer with Torch-Pruning."""
+    """Remove ``amount`` of the channels (neurons) of each prunable layer with Torch-Pruning.
+
+    With ``of_original`` (the increments of iterative pruning), ``amount`` is the share of
+    the channels the model had when it met its first such step that is removed by the end of
+    this one, so that N increments end at the width one step of the whole amount gives.
+    """
+
+    amount: float
+    ignore: tuple[str, ...] = ()
+    of_original: bool = False
+
+    def validate(self) -> None:
+        _check_fraction("prune", self.amount)
+
+
+@dataclass(frozen=True)
+class UnstructuredPruning:
+    """Zero the ``amount`` of Conv/Linear/attention weights smallest in magnitude, globally."""
 
     amount: float
     ignore: tuple[str, ...] = ()
@@ -57,8 +81,10 @@ class StructuredPruning:
 
 
 @dataclass(frozen=True)
-class UnstructuredPruning:
-    """Zero the ``amount`` of Conv/Linear/attention weights smallest in magnitude, globally."""
+class SoftPruning:
+    """Soft filter pruning: zero ``amount`` of the channels of each group, smallest in L2
+    norm of their own weights, and keep training them; the fine-tune zeroes the selection
+    again at each report, and the channels zero at its end are removed (Torch-Pruning)."""
 
     amount: float
     ignore: tuple[str, ...] = ()
@@ -79,15 +105,26 @@ class LowRank:
         _check_fraction("lowrank", self.energy)
 
 
+# The int8 kernels ``quant_backend=`` chooses from; ``auto`` measures them on the model.
+INT8_BACKENDS = ("auto", "torchao", "torch.ao")
+
+
 @dataclass(frozen=True)
 class DynamicInt8:
-    """8-bit weights, activations quantized on the fly (CPU: torch.ao; CUDA: torchao); the
-    modules named in ``skip`` (and everything inside them) stay in float."""
+    """8-bit weights, activations quantized on the fly, by ``backend``: ``"torch.ao"`` (its
+    eager dynamic quantization, on CPU), ``"torchao"`` (``quantize_``, CPU and CUDA) or
+    ``"auto"`` (the fastest of those this torch has whose outputs stay close to the float
+    model's); the modules named in ``skip`` (and everything inside them) stay in float."""
 
     skip: tuple[str, ...] = ()
+    backend: str = "auto"
 
     def validate(self) -> None:
-        """Nothing to check here: the device and the names are checked against the model."""
+        if self.backend not in INT8_BACKENDS:
+            hint = did_you_mean(str(self.backend), INT8_BACKENDS)
+            raise ConfigError(
+                f"unknown quant_backend {self.backend!r}{hint}; known: {', '.join(INT8_BACKENDS)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -115,6 +152,49 @@ class Cast:
     def validate(self) -> None:
         if self.dtype not in ("float16", "bfloat16"):
             raise ConfigError(f"cast dtype must be float16 or bfloat16, got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class Finetune:
+    """A fine-tune step: ``share`` of the fine-tune budget (``prune_steps=N`` splits it among
+    N fine-tunes), with soft pruning's schedule (``soft``: zero the selection at each report),
+    fake quantization (``qat``) and the teacher's outputs in the loss (``distill``)."""
+
+    share: float = 1.0
+    soft: SoftPruning | None = None
+    qat: bool = False
+    distill: bool = False
+
+    def validate(self) -> None:
+        """Nothing to check: the plan builds it from checked options."""
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Replace the model by ``student``, a smaller architecture the fine-tune trains from
+    the original model (as its teacher)."""
+
+    student: Any
+
+    def validate(self) -> None:
+        from torch import nn
+
+        if not isinstance(self.student, nn.Module):
+            raise ConfigError(
+                f"student= must be a torch.nn.Module (the smaller model to train), got "
+                f"{type(self.student).__name__}"
+            )
+
+
+@dataclass(frozen=True)
+class Export:
+    """Write the model to ``path`` (``.pt2``: ``torch.export``; ``.onnx``: the ONNX
+    exporter), load it back and compare its outputs with the model's on the example."""
+
+    path: str
+
+    def validate(self) -> None:
+        """The suffix picked the format; the folder is checked before any work."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +264,24 @@ PRUNING.add(
 )
 PRUNING.add(
     Backend(
+        "soft",
+        SoftPruning,
+        "nbopt.compress._soft:prune_soft",
+        "nbopt.compress._soft:check_soft",
+        "soft filter pruning: zeroed channels keep training during the fine-tune, removed at "
+        "its end (needs a fine-tune)",
+    )
+)
+# The last step of soft pruning, after the fine-tune: not a prune_mode of its own.
+SOFT_REMOVAL = Backend("remove", SoftPruning, "nbopt.compress._soft:remove_soft")
+TRANSFER = Backend(
+    "student",
+    Transfer,
+    "nbopt.compress._transfer:transfer",
+    "nbopt.compress._transfer:check_transfer",
+)
+PRUNING.add(
+    Backend(
         "unstructured",
         UnstructuredPruning,
         "nbopt.compress._prune:prune_unstructured",
@@ -225,8 +323,8 @@ QUANTIZATION.add(
     Backend(
         "fp16",
         Cast,
-        "nbopt.compress._quantize:cast",
-        "nbopt.compress._quantize:check_cast",
+        "nbopt.compress._cast:cast",
+        "nbopt.compress._cast:check_cast",
         "cast to float16",
         {"dtype": "float16"},
     )
@@ -235,9 +333,29 @@ QUANTIZATION.add(
     Backend(
         "bf16",
         Cast,
-        "nbopt.compress._quantize:cast",
-        "nbopt.compress._quantize:check_cast",
+        "nbopt.compress._cast:cast",
+        "nbopt.compress._cast:check_cast",
         "cast to bfloat16",
         {"dtype": "bfloat16"},
+    )
+)
+
+EXPORT = Registry("export format")
+EXPORT.add(
+    Backend(
+        ".pt2",
+        Export,
+        "nbopt.compress._export:export_program",
+        "nbopt.compress._export:check_export",
+        "torch.export's ExportedProgram (torch.export.load)",
+    )
+)
+EXPORT.add(
+    Backend(
+        ".onnx",
+        Export,
+        "nbopt.compress._export:export_onnx",
+        "nbopt.compress._export:check_onnx",
+        "ONNX, through torch.onnx's exporter (needs nbopt[onnx])",
     )
 )

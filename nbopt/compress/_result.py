@@ -81,6 +81,29 @@ class OptimizeResult:
     batch: Any = None
 
     @property
+    def quant_backend(self) -> str | None:
+        """The int8 backend that quantized the model (``"torch.ao"`` or ``"torchao"``)."""
+        return self._info("backend")
+
+    @property
+    def fidelity(self) -> float | None:
+        """How close the int8 model's outputs stay to the float model's on ``example=``: the
+        worst cosine similarity over its rows (1.0: identical)."""
+        return self._info("fidelity")
+
+    @property
+    def exported(self) -> dict[str, Any] | None:
+        """The file ``export=`` wrote: ``{"path", "file_bytes", "difference"}`` (the largest
+        difference of its outputs from the model's, relative to their scale)."""
+        for step in self.steps:
+            if step.kind == "export":
+                return {key: step.info[key] for key in ("path", "file_bytes", "difference")}
+        return None
+
+    def _info(self, key: str) -> Any:
+        return next((step.info[key] for step in self.steps if key in step.info), None)
+
+    @property
     def report(self) -> dict[str, Change]:
         """Each quantity before and after: ``result.report["size_bytes"].ratio``."""
         return {
@@ -110,6 +133,9 @@ class OptimizeResult:
     def summary(self) -> str:
         """``size 0.26x, MACs 0.25x, latency 0.41x, accuracy 0.981 -> 0.975``."""
         text = change_summary(self.before, self.after, self.metric_name)
+        exported = self.exported
+        if exported is not None:
+            text += f", exported {show('size_bytes', exported['file_bytes'])}"
         return text if self.batch is None else f"{text}, {self._batch_text()}"
 
     def _batch_text(self) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nbopt.compress._cast import cast_inputs, cast_outputs
 from nbopt.compress._guard import guarded_step
 from nbopt.compress._inputs import (
     batch_dynamic_shapes,
@@ -20,7 +21,7 @@ from nbopt.compress._inputs import (
     map_tensors,
     parent_and_name,
 )
-from nbopt.compress._quantize import cast_inputs, cast_outputs, import_torchao, skipped_modules
+from nbopt.compress._quantize import import_torchao, skipped_modules
 from nbopt.compress._registry import StaticInt8, StepContext, StepOutcome
 from nbopt.compress._tied import Ties
 from nbopt.errors import ConfigError

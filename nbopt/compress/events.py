@@ -50,6 +50,18 @@ class FinetuneReported(Event):
 
 
 @dataclass(frozen=True)
+class SoftPruningApplied(Event):
+    """Soft pruning zeroed its selection during the fine-tune (the ``count``-th time): channels
+    now zero of ``channels`` in the groups pruned, and how many of those zeroed the time before
+    had grown back enough to be kept (``revived``)."""
+
+    count: int
+    zeroed: int
+    channels: int
+    revived: int
+
+
+@dataclass(frozen=True)
 class OptimizeFinished(Event):
     """Every step ran and the original and optimised models were measured side by side."""
 

@@ -8,7 +8,16 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from nbopt.compress.auto import LOSS_MODES, METRIC_MODES, TARGETS
-from nbopt.magics.optimize import model_option, name_option, run_cell_for_model
+from nbopt.magics.optimize import (
+    QUANT_BACKENDS,
+    check_finetune_options,
+    distill_value,
+    finetune_options,
+    looked_up,
+    model_option,
+    name_option,
+    run_cell_for_model,
+)
 from nbopt.magics.option_types import Bool, Enum, Float, Int, Text, TextList
 from nbopt.magics.options import Option, Schema
 from nbopt.magics.runner import MagicCall, check_names_exist, common_options
@@ -60,14 +69,12 @@ SCHEMA = Schema(
             None,
             "stop once a plan within the tolerance reaches this target ratio",
         ),
-        name_option(
-            "finetune", "function called with each pruned model, in training mode, to recover"
-        ),
+        *finetune_options(auto=True),
         Option(
-            "finetune_steps",
-            Int(1),
-            None,
-            "stop finetune when it reports this step with nbopt.report",
+            "quant_backend",
+            Enum(*QUANT_BACKENDS),
+            "auto",
+            "int8 kernels: auto (measured for each plan's model), torchao or torch.ao",
         ),
         name_option("calib", "calibration data: int8-static is searched too"),
         Option("prune_ignore", TextList("module[,module...]"), None, "modules never pruned"),
@@ -87,6 +94,14 @@ SCHEMA = Schema(
             option: f"auto chooses {option}= itself; drop it, or drop auto"
             for option in ("prune", "prune_mode", "lowrank", "quant")
         },
+        **{
+            option: f"{option}= is not searched by auto; use %%optimize without auto"
+            for option in ("prune_steps", "qat", "student")
+        },
+        "export": (
+            "export= is not taken by auto: export the chosen model with %%optimize "
+            "model=NAME export=PATH example=X (no other option: it only measures and exports)"
+        ),
         "inplace": (
             "auto cannot work inplace: the chosen model, or the one picked from the front "
             "later, is the result's .model"
@@ -94,7 +109,7 @@ SCHEMA = Schema(
     },
 )
 
-NAME_OPTIONS = ("model", "eval", "example", "finetune", "calib")
+NAME_OPTIONS = ("model", "eval", "example", "finetune", "calib", "data", "loss", "distill")
 
 HELP = INTRO + "\n" + SCHEMA.help()
 
@@ -107,17 +122,17 @@ def run(magics: Any, line: str, cell: str) -> Any:
             "%%optimize auto needs eval=: your metric, a function of the model returning a "
             "number, which the chosen plan keeps within tolerable_loss"
         )
-    if call["finetune_steps"] is not None and not call["finetune"]:
-        raise call.fail("finetune_steps= is given without finetune=")
+    check_finetune_options(call, distills_by_default=True)
     if call["batch"] and not call["example"]:
         raise call.fail("batch=auto needs example=: the batch to tile to each size")
     source = call.shell.transform_cell(cell)
-    check_names_exist(call, NAME_OPTIONS, source)
-    model, values = run_cell_for_model(call, source, NAME_OPTIONS)
+    names = looked_up(call, NAME_OPTIONS)
+    check_names_exist(call, names, source)
+    model, values = run_cell_for_model(call, source, names)
     from nbopt.compress import optimize_auto
 
+    named = {SCHEMA.options[name].parameter: values.get(name) for name in NAME_OPTIONS[1:]}
     arguments = call.arguments(
-        prune_ignore=call["prune_ignore"] or (),
-        **{SCHEMA.options[name].parameter: values.get(name) for name in NAME_OPTIONS[1:]},
+        prune_ignore=call["prune_ignore"] or (), **{**named, **distill_value(call)}
     )
     return call.run(optimize_auto, model, **arguments)

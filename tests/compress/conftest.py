@@ -230,3 +230,17 @@ def shell(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 @pytest.fixture(name="run_cell")
 def run_cell_fixture() -> Callable[[Any, str], Any]:
     return run_cell
+
+
+def quantized(module: nn.Module) -> bool:
+    """Whether a layer holds int8 weights: torch.ao swaps the module for its own quantized
+    one, torchao keeps the module and swaps its weight for a quantized tensor subclass."""
+    if type(module).__module__.startswith("torch.ao.nn.quantized"):
+        return True
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, torch.Tensor) and type(weight) not in (torch.Tensor, nn.Parameter)
+
+
+@pytest.fixture(name="quantized")
+def quantized_fixture() -> Callable[[nn.Module], bool]:
+    return quantized

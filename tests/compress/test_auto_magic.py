@@ -142,3 +142,30 @@ def test_text_progress_shows_the_trials_and_the_choice(ip: Any, run_cell, capsys
     assert "[nbopt] optimize auto · lowest size within tolerance: 2 planned" in out
     assert "[2/2]" in out
     assert "[nbopt] done: size" in out and "[nbopt] chosen: " in out
+
+
+def test_auto_fine_tunes_with_the_built_in_loop_when_given_data(ip: Any, run_cell) -> None:
+    run_cell(ip, "train = (x, reference)")
+    result = run_cell(
+        ip,
+        "%%optimize auto eval=agreement target=size data=train epochs=1 example=x max_trials=4 "
+        "seed=0 tolerable_loss=0.2\nmodel = make_mlp()",
+    )
+    assert any(t.plan.prune is not None and t.status == "ok" for t in result.trials)
+    assert any("fine-tuned by the built-in loop" in note for note in result.notes)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("qat", "qat= is not searched by auto"),
+        ("prune_steps=3", "prune_steps= is not searched by auto"),
+        ("student=model", "student= is not searched by auto"),
+        ("export=m.pt2", "export= is not taken by auto"),
+        ("lr=0.1", "lr= is for the built-in fine-tune loop"),
+    ],
+)
+def test_options_auto_does_not_take_are_refused(ip: Any, run_cell, options: str, message: str):
+    with pytest.raises(UsageError, match=message):
+        run_cell(ip, f"%%optimize auto eval=agreement example=x {options}\nmodel = make_mlp()")
+    assert "_nbopt" not in ip.user_ns

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from nbopt.compress._finetune import Trainer
 from nbopt.compress._plan import Plan
 from nbopt.compress._registry import StepContext
 from nbopt.compress.auto._builder import FinetuneFailed, PlanBuilder
@@ -176,21 +177,21 @@ def test_a_space_with_nothing_to_search_is_refused() -> None:
 
 
 def test_the_builder_shares_a_pruned_fine_tuned_model_between_quantizations(
-    mlp: nn.Module, state_of, same_state
+    mlp: nn.Module, state_of, same_state, quantized
 ) -> None:
     saved = state_of(mlp)
     tuned: list[int] = []
     builder = PlanBuilder(
         mlp,
         StepContext(torch.randn(4, 64), torch.device("cpu")),
-        finetune=lambda model: tuned.append(model.fc1.out_features),
+        trainer=Trainer(function=lambda model: tuned.append(model.fc1.out_features)),
     )
     pruned, reused = builder.build(Plan(prune=0.5))
-    quantized, reused_again = builder.build(Plan(prune=0.5, quant="int8", quant_keep=("fc1",)))
+    int8, reused_again = builder.build(Plan(prune=0.5, quant="int8", quant_keep=("fc1",)))
     assert (reused, reused_again) == (False, True)
     assert tuned == [64]  # fine-tuned once, for both plans
     assert isinstance(pruned.fc2, nn.Linear)  # the cached float model was not quantized
-    assert type(quantized.fc1) is nn.Linear and type(quantized.fc2) is not nn.Linear
+    assert not quantized(int8.fc1) and quantized(int8.fc2)
     assert builder.build(Plan(quant="int8"))[0].fc1.out_features == 128  # from the original
     assert same_state(mlp, saved)
 
@@ -209,8 +210,7 @@ def test_the_finetune_budget_stops_the_function_at_the_reported_step(mlp: nn.Mod
     builder = PlanBuilder(
         mlp,
         StepContext(torch.randn(4, 64), torch.device("cpu")),
-        finetune=finetune,
-        finetune_steps=7,
+        trainer=Trainer(function=finetune, steps=7),
         on_report=lambda step, value, metrics: seen.append(step),
     )
     model, _ = builder.build(Plan(prune=0.25))
@@ -223,7 +223,7 @@ def test_an_error_in_finetune_is_told_apart_from_a_failing_plan(mlp: nn.Module) 
         raise KeyError("lr")
 
     builder = PlanBuilder(
-        mlp, StepContext(torch.randn(4, 64), torch.device("cpu")), finetune=finetune
+        mlp, StepContext(torch.randn(4, 64), torch.device("cpu")), trainer=Trainer(finetune)
     )
     with pytest.raises(FinetuneFailed) as raised:
         builder.build(Plan(prune=0.5))

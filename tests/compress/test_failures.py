@@ -46,8 +46,8 @@ def test_a_plan_that_cannot_be_built_is_infeasible_and_the_search_goes_on(
 def test_when_every_plan_fails_the_original_is_kept_and_the_reason_given(
     mlp: nn.Module, accuracy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for step in ("quantize_int8", "cast"):
-        monkeypatch.setattr(f"nbopt.compress._quantize.{step}", _fail_int8)
+    for step in ("_quantize.quantize_int8", "_cast.cast"):
+        monkeypatch.setattr(f"nbopt.compress.{step}", _fail_int8)
     result = optimize_auto(
         mlp, evaluate=accuracy, target="size", max_trials=2, seed=0, **QUIET
     )  # no example: only quantization and casts can be searched, and they fail

@@ -115,7 +115,9 @@ def test_help_lists_every_option(ip: Any) -> None:
     doc = ip.find_cell_magic("optimize").__doc__
     for option in ("prune", "prune_mode", "prune_ignore", "lowrank", "finetune", "quant"):
         assert f"  {option} " in doc
-    assert "int8|int8-static|fp16|bf16" in doc and "structured|unstructured" in doc
+    assert "int8|int8-static|fp16|bf16" in doc and "structured|soft|unstructured" in doc
+    for option in ("prune_steps", "data", "distill", "student", "qat", "quant_backend", "export"):
+        assert f"  {option} " in doc
 
 
 def test_text_progress_and_tensorboard_logs(ip: Any, run_cell, tmp_path, capsys) -> None:
@@ -173,3 +175,93 @@ def test_batch_auto_adds_the_optimised_models_batch_size_to_the_report(ip: Any, 
     assert {m.batch_size for m in found.measurements if m.ok} >= {1, found.batch_size}
     assert f"batch size {found.batch_size}" in result.summary()
     assert f"batch size {found.batch_size}" in result._repr_html_()
+
+
+FINETUNE_DATA = """
+train = (torch.randn(128, 64), torch.randint(0, 10, (128,)))
+torch.manual_seed(1)
+small = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+
+def own(model):
+    pass
+"""
+
+
+def test_soft_pruning_with_the_built_in_loop_and_distillation(ip: Any, run_cell) -> None:
+    run_cell(ip, FINETUNE_DATA)
+    result = run_cell(
+        ip,
+        "%%optimize prune=0.5 prune_mode=soft data=train epochs=2 distill=self temperature=2 "
+        "alpha=0.7 example=x\nmodel = make_mlp()",
+    )
+    assert [step.kind for step in result.steps] == ["prune", "finetune", "prune"]
+    assert "T=2, alpha=0.7" in result.steps[1].detail
+    assert result.model[0].out_features == 64 and ip.user_ns["model"][0].out_features == 128
+
+
+def test_iterative_pruning_qat_and_export(ip: Any, run_cell, tmp_path) -> None:
+    run_cell(ip, FINETUNE_DATA)
+    result = run_cell(
+        ip,
+        "%%optimize prune=0.5 prune_steps=2 data=train finetune_steps=4 lr=0.01 quant=int8 qat "
+        "export=out/model.pt2 example=x\nmodel = make_mlp()",
+    )
+    kinds = [step.kind for step in result.steps]
+    assert kinds == ["prune", "finetune", "prune", "finetune", "quant", "export"]
+    assert result.quant_backend == "torchao" and (tmp_path / "out" / "model.pt2").exists()
+
+
+def test_a_student_is_trained_from_the_cells_model(ip: Any, run_cell) -> None:
+    run_cell(ip, FINETUNE_DATA)
+    result = run_cell(
+        ip, "%%optimize student=small data=train epochs=1 example=x\nmodel = make_mlp()"
+    )
+    assert [step.kind for step in result.steps] == ["transfer", "finetune"]
+    assert result.model[0].out_features == 16 and result.model is not ip.user_ns["small"]
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("%%optimize prune=0.5 prune_mode=soft example=x", "prune_mode=soft needs a fine-tune"),
+        ("%%optimize prune=0.5 prune_steps=3 example=x", "prune_steps= needs a fine-tune"),
+        ("%%optimize quant=int8 qat example=x", "qat=True needs a fine-tune"),
+        ("%%optimize quant=fp16 quant_backend=torchao", "quant_backend= only applies"),
+        ("%%optimize epochs=2 example=x", "epochs= is for the built-in fine-tune loop"),
+        ("%%optimize data=train finetune=own", "not both"),
+        ("%%optimize data=train temperature=2", "temperature= only applies with distill="),
+        ("%%optimize distill=self example=x", "distill= needs a fine-tune"),
+        ("%%optimize student=small example=x", "student= needs a fine-tune"),
+        ("%%optimize export=model.pt3 example=x", "unknown export format '.pt3'"),
+        ("%%optimize quant=int8 quant_backend=tensorrt", "expected one of auto|torchao|torch.ao"),
+    ],
+)
+def test_new_options_that_do_not_go_together_fail_before_the_cell_runs(
+    ip: Any, run_cell, cell: str, message: str
+) -> None:
+    run_cell(ip, FINETUNE_DATA)
+    with pytest.raises(UsageError, match=message) as raised:
+        run_cell(ip, cell + "\nmodel = make_mlp(); ran = True")
+    assert "\n" not in str(raised.value)
+    assert "ran" not in ip.user_ns and "_nbopt" not in ip.user_ns
+
+
+@pytest.mark.parametrize(
+    ("setup", "cell", "message"),
+    [
+        ("small = 3", "student=small data=train", "student=: 'small' is a int, not an nn.Module"),
+        (
+            "wide = nn.Linear(64, 5)",
+            "prune=0.5 data=train distill=wide",
+            "teacher's outputs .* do not match",
+        ),
+    ],
+)
+def test_student_and_teacher_are_checked_once_the_cell_ran(
+    ip: Any, run_cell, setup: str, cell: str, message: str
+) -> None:
+    run_cell(ip, FINETUNE_DATA + setup)
+    with pytest.raises(UsageError, match=message):
+        run_cell(ip, f"%%optimize {cell} example=x\nmodel = make_mlp()")
+    assert "_nbopt" not in ip.user_ns

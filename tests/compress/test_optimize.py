@@ -111,6 +111,7 @@ def test_a_crashing_step_leaves_the_original_bit_identical(
             mlp,
             prune=0.5,
             quant="int8",
+            quant_backend="torch.ao",
             example=torch.randn(4, 64),
             inplace=inplace,
             callbacks=[events.append],
@@ -230,7 +231,7 @@ def test_unstructured_pruning_reports_sparsity_and_says_it_is_not_faster(mlp: nn
 def test_a_cast_model_still_takes_float32_and_warns_without_a_fast_path(
     mlp: nn.Module, quant: str
 ) -> None:
-    from nbopt.compress._quantize import fast_path
+    from nbopt.compress._cast import fast_path
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[quant]
     x = torch.randn(8, 64)

@@ -10,15 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from nbopt.compress._cast import cast, check_cast, fast_path
 from nbopt.compress._measure import count_weights, serialized_size
-from nbopt.compress._quantize import (
-    cast,
-    check_cast,
-    check_int8,
-    fast_path,
-    quantize_int8_cpu,
-    quantize_int8_torchao,
-)
+from nbopt.compress._quantize import check_int8, quantize_int8_cpu, quantize_int8_torchao
 from nbopt.compress._registry import Cast, DynamicInt8, StaticInt8, StepContext
 from nbopt.compress._static import check_int8_static, quantize_int8_static
 from nbopt.errors import ConfigError

@@ -35,17 +35,18 @@ def _ids() -> torch.Tensor:
     return torch.randint(0, 300, (4, 6), generator=torch.Generator().manual_seed(0))
 
 
-def test_int8_keeps_tied_weights_in_float_shared_and_counted_once() -> None:
+@pytest.mark.parametrize("backend", ["torch.ao", "torchao"])
+def test_int8_keeps_tied_weights_in_float_shared_and_counted_once(backend: str, quantized) -> None:
     torch.manual_seed(0)
     model = TiedLM().eval()
     weights = count_weights(model)[0]
     size = serialized_size(model)
-    outcome = quantize_int8(model, DynamicInt8(), StepContext(_ids(), CPU))
-    quantized = outcome.model
-    assert quantized.head.weight is quantized.embed.weight
-    assert type(quantized.mix).__module__.startswith("torch.ao.nn.quantized")
-    assert count_weights(quantized)[0] == weights  # not one copy per holder
-    assert serialized_size(quantized) < size
+    outcome = quantize_int8(model, DynamicInt8(backend=backend), StepContext(_ids(), CPU))
+    int8 = outcome.model
+    assert int8.head.weight is int8.embed.weight
+    assert quantized(int8.mix) and not quantized(int8.head)
+    assert count_weights(int8)[0] == weights  # not one copy per holder
+    assert serialized_size(int8) < size
     assert any(
         "share a weight" in note and "embed.weight = head.weight" in note for note in outcome.notes
     )
@@ -123,7 +124,7 @@ def test_int8_mean_embedding_bags_average_as_the_float_ones(offsets: bool) -> No
 def test_int8_leaves_max_embedding_bags_in_float() -> None:
     model = nn.Sequential(nn.EmbeddingBag(50, 8, mode="max"), nn.Linear(8, 2)).eval()
     ids = torch.randint(0, 50, (3, 4))
-    outcome = quantize_int8(model, DynamicInt8(), StepContext(ids, CPU))
+    outcome = quantize_int8(model, DynamicInt8(backend="torch.ao"), StepContext(ids, CPU))
     assert type(outcome.model[0]) is nn.EmbeddingBag
     assert any("mode='max') stays in float" in note for note in outcome.notes)
 
@@ -157,7 +158,10 @@ def test_int8_static_quantizes_a_block_that_calls_one_relu_twice() -> None:
     assert any("called more than once (relu)" in note for note in outcome.notes)
 
 
-def test_int8_quantizes_gpt2s_conv1d_projections_and_keeps_its_tied_table() -> None:
+@pytest.mark.parametrize("backend", ["torch.ao", "torchao"])
+def test_int8_quantizes_gpt2s_conv1d_projections_and_keeps_its_tied_table(
+    backend: str, quantized
+) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
@@ -165,10 +169,10 @@ def test_int8_quantizes_gpt2s_conv1d_projections_and_keeps_its_tied_table() -> N
     model = GPT2LMHeadModel(config).eval()
     ids = torch.randint(0, 100, (2, 8))
     expected = model(input_ids=ids).logits
-    outcome = quantize_int8(model, DynamicInt8(), StepContext({"input_ids": ids}, CPU))
-    quantized = outcome.model
-    block = quantized.transformer.h[0]
+    context = StepContext({"input_ids": ids}, CPU)
+    int8 = quantize_int8(model, DynamicInt8(backend=backend), context).model
+    block = int8.transformer.h[0]
     for layer in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
-        assert type(layer).__module__.startswith("torch.ao.nn.quantized")
-    assert quantized.lm_head.weight is quantized.transformer.wte.weight
-    torch.testing.assert_close(quantized(input_ids=ids).logits, expected, atol=0.05, rtol=0.05)
+        assert quantized(layer)
+    assert int8.lm_head.weight is int8.transformer.wte.weight
+    torch.testing.assert_close(int8(input_ids=ids).logits, expected, atol=0.05, rtol=0.05)

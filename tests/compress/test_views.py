@@ -87,3 +87,44 @@ def test_widget_shows_the_stages_and_ends_green(mlp: nn.Module) -> None:
     assert (widget.bar.value, widget.bar.max) == (1, 1)
     assert "prune structured 0.5" in widget.table.value and "original" in widget.table.value
     assert "side by side" in widget.headline.value
+
+
+def test_tensorboard_gets_the_new_methods_numbers(mlp: nn.Module, tmp_path: Path, digits) -> None:
+    """Soft pruning's zeroings, distillation's terms, the int8 fidelity, the exported size."""
+    x, y = digits[0][:256], digits[1][:256]
+    result = optimize(
+        mlp,
+        prune=0.5,
+        prune_mode="soft",
+        data=(x, y),
+        epochs=2,
+        distill="self",
+        quant="int8",
+        export=tmp_path / "model.pt2",
+        example=x[:8],
+        progress="none",
+        logdir=tmp_path / "tb",
+    )
+    (run,) = list((tmp_path / "tb").iterdir())
+    events = EventAccumulator(str(run))
+    events.Reload()
+    zeroed = events.Scalars("soft_pruning/zeroed")
+    assert [e.step for e in zeroed] == [1, 2, 3] and all(e.value == 128 for e in zeroed)
+    assert len(events.Scalars("soft_pruning/grew_back")) == 3
+    assert len(events.Scalars("finetune/distill")) == len(events.Scalars("finetune/task")) > 0
+    (fidelity,) = events.Scalars("optimize/int8_fidelity")
+    assert abs(fidelity.value - result.fidelity) < 1e-6
+    (size,) = events.Scalars("optimize/exported_bytes")
+    assert size.value == result.exported["file_bytes"]
+
+
+def test_the_live_view_shows_soft_pruning() -> None:
+    from nbopt.compress.events import SoftPruningApplied
+    from nbopt.ui.state import ProgressState
+    from nbopt.ui.views import present
+
+    state = ProgressState()
+    present(SoftPruningApplied(3, 128, 256, 5), state)
+    assert state.live["soft pruning"] == (
+        "soft pruning: 128 of 256 channels zero (zeroing 3); 5 grew back since the last"
+    )

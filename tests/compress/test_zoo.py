@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 from torch.utils import _pytree as pytree
-from zoo import call, capability_params, fresh, options_for
+from zoo import MODELS, call, capability_params, fresh, options_for
 
 from nbopt.compress import optimize
 from nbopt.compress._inputs import set_eval
@@ -134,3 +134,29 @@ def test_a_library_failure_is_one_clear_error_line() -> None:
     assert "\n" not in message
     assert message.startswith("quant=int8-static failed on this model (torch raised")
     assert "use quant=int8" in message
+
+
+@pytest.mark.parametrize("backend", ["torchao", "torch.ao"])
+@pytest.mark.parametrize("name", MODELS)
+def test_int8_runs_on_either_backend_for_every_zoo_model(name: str, backend: str) -> None:
+    """quant_backend=torchao (the maintained kernels) and torch.ao both quantize every
+    architecture: a smaller model, outputs of the same shapes, no foreign warning."""
+    entry = fresh(name)
+    size = serialized_size(entry.model)
+    with torch.no_grad():
+        expected = _shapes(call(entry.model, entry.example))
+    config = QUANTIZATION.get("int8").make_config(backend=backend)
+    context = StepContext(entry.example, CPU)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        QUANTIZATION.get("int8").load_check()(entry.model, config, context)
+        outcome = QUANTIZATION.get("int8").load()(entry.model, config, context)
+        set_eval(outcome.model)
+        with torch.no_grad():
+            shapes = _shapes(call(outcome.model, entry.example))
+    assert _foreign(caught) == []
+    assert shapes == expected
+    assert outcome.info["backend"] == backend
+    assert 0 < outcome.info["fidelity"] <= 1 + 1e-9
+    # A model whose quantized layers are a sliver of it (conv1d's classifier head) may not shrink.
+    assert serialized_size(outcome.model) < size or name == "conv1d"

@@ -166,6 +166,22 @@ def test_distillation_loss_is_torchs(page):
     assert example["loss"] == pytest.approx(expected.item(), rel=1e-9)
 
 
+def test_the_pages_loss_is_nbopts_distillation_loss(page):
+    from nbopt.compress import distillation_loss
+
+    example = page("methods/distillation.md")["distill"]
+    student = torch.tensor(example["student"], dtype=torch.float64)[None]
+    teacher = torch.tensor(example["teacher"], dtype=torch.float64)[None]
+    loss = distillation_loss(
+        student,
+        teacher,
+        torch.tensor([example["label"]]),
+        temperature=example["T"],
+        alpha=example["alpha"],
+    )
+    assert loss.item() == pytest.approx(example["loss"], rel=1e-9)
+
+
 def _soft_gradient(student, teacher, temperature):
     logits = torch.tensor(student, dtype=torch.float64, requires_grad=True)
     target = F.softmax(torch.tensor(teacher, dtype=torch.float64) / temperature, dim=0)

@@ -9,17 +9,19 @@ the last few plans is kept and shared by every quantization tried on it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from nbopt._context import ReportSink, reporting_to
+from nbopt._context import ReportSink
+from nbopt.compress._finetune import Trainer
 from nbopt.compress._inputs import set_eval
 from nbopt.compress._plan import Plan, Step
 from nbopt.compress._registry import StepContext
-from nbopt.errors import TrialStopped
+from nbopt.errors import ConfigError
 
 # Float models (pruned, factorised, fine-tuned) kept for the quantization variants to come.
 # The search tries cheap plans in order and TPE returns to good structures, so a short memory
@@ -35,9 +37,10 @@ class PlanBuilder:
         context: The example input and device, for the step backends.
         prune_ignore: Layers never pruned, whatever the plan.
         calib: Calibration data for ``int8-static``.
-        finetune: Called with the pruned/factorised model in training mode.
-        finetune_steps: Stop ``finetune`` when it reports (``nbopt.report``) this step.
-        on_report: Receives what ``finetune`` reports.
+        trainer: How a pruned or factorised model is fine-tuned (None: it is not).
+        quant_backend: The int8 backend of every plan (``auto``: measured per model).
+        on_report: Receives what the fine-tune reports.
+        on_soft: Receives each zeroing of soft pruning.
     """
 
     def __init__(
@@ -47,28 +50,45 @@ class PlanBuilder:
         *,
         prune_ignore: tuple[str, ...] = (),
         calib: Any = None,
-        finetune: Callable[[nn.Module], Any] | None = None,
-        finetune_steps: int | None = None,
+        trainer: Trainer | None = None,
+        quant_backend: str = "auto",
         on_report: ReportSink | None = None,
+        on_soft: Callable[[Any], None] | None = None,
     ) -> None:
         self.original = original
         self.context = context
         self.prune_ignore = prune_ignore
         self.calib = calib
-        self.finetune = finetune
-        self.finetune_steps = finetune_steps
-        self.on_report = on_report
-        self.reports = 0
+        self.trainer = trainer
+        self.quant_backend = quant_backend
+        self.on_report = on_report or (lambda step, value, metrics: None)
+        self.on_soft = on_soft or (lambda zeroing: None)
         self.reused = 0
         self._cache: OrderedDict[Plan, nn.Module] = OrderedDict()
+
+    @property
+    def reports(self) -> int:
+        return 0 if self.trainer is None else self.trainer.reports
+
+    def effective(self, plan: Plan) -> Plan:
+        """``plan`` with this run's settings: its int8 backend, and distillation when the
+        trainer has a teacher and the plan fine-tunes."""
+        teacher = self.trainer is not None and self.trainer.teacher is not None
+        return dataclasses.replace(
+            plan,
+            quant_backend=self.quant_backend if plan.quant == "int8" else "auto",
+            distill=teacher and plan.changes_structure,
+        )
 
     def build(self, plan: Plan) -> tuple[nn.Module, bool]:
         """The plan's model in eval mode, and whether its float part came from the cache.
 
-        Errors of the compression steps propagate as they are; those of ``finetune`` as
-        :class:`FinetuneFailed`.
+        Errors of the compression steps propagate as they are; those of the fine-tune (the
+        user's function, loss or model) as :class:`FinetuneFailed`.
         """
-        steps = plan.steps(finetune=self.finetune, calib=self.calib, ignore=self.prune_ignore)
+        plan = self.effective(plan)
+        trainer = self.trainer if plan.changes_structure else None
+        steps = plan.steps(finetune=trainer, calib=self.calib, ignore=self.prune_ignore)
         structure, reused = self._structure(plan, [s for s in steps if s.kind != "quant"])
         quantization = [s for s in steps if s.kind == "quant"]
         if not quantization:
@@ -92,7 +112,7 @@ class PlanBuilder:
         set_eval(model)
         for step in steps:
             if step.backend is None:
-                model = self._finetune(model, self.finetune)
+                model = self._finetune(model, step)
             else:
                 model = step.backend.load()(model, step.config, self.context).model
         set_eval(model)
@@ -101,34 +121,24 @@ class PlanBuilder:
             self._cache.popitem(last=False)
         return model, False
 
-    def _finetune(self, model: nn.Module, finetune: Callable[[nn.Module], Any]) -> nn.Module:
-        """Train with the user's function until it returns or reports ``finetune_steps``;
-        what it raises comes out as :class:`FinetuneFailed`."""
-
-        def sink(step: int, value: float | None, metrics: dict[str, float]) -> None:
-            self.reports += 1
-            if self.on_report is not None:
-                self.on_report(step, value, metrics)
-            if self.finetune_steps is not None and step >= self.finetune_steps:
-                raise TrialStopped(step, value)
-
-        model.train()
-        returned = None
-        # TrialStopped is how nbopt.report ends a training loop: the user's code needs no
-        # handling for it, and the model keeps what it learned so far.
+    def _finetune(self, model: nn.Module, step: Step) -> nn.Module:
+        """Fine-tune as the step says; what the user's code raises comes out as
+        :class:`FinetuneFailed`."""
+        if self.trainer is None:
+            raise ConfigError("a fine-tune step needs finetune= or data=")
         try:
-            with reporting_to(sink):
-                returned = finetune(model)
-        except TrialStopped:
-            pass
+            return self.trainer.run(
+                model, step.config, self.context, on_report=self.on_report, on_soft=self.on_soft
+            ).model
+        except ConfigError:
+            raise
         except Exception as exc:
             raise FinetuneFailed(exc) from exc
-        return returned if isinstance(returned, nn.Module) else model
 
 
 class FinetuneFailed(Exception):
-    """The user's fine-tune function raised ``error``: a bug in user code, not a property of
-    the plan, so the search stops and re-raises ``error`` itself."""
+    """The fine-tune raised ``error`` in the user's code (function, loss or model): a bug,
+    not a property of the plan, so the search stops and re-raises ``error`` itself."""
 
     def __init__(self, error: Exception) -> None:
         super().__init__(f"finetune raised {type(error).__name__}: {error}")

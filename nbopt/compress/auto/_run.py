@@ -13,7 +13,9 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from nbopt.compress._finetune import Trainer
 from nbopt.compress._inputs import device_of, working_copy
+from nbopt.compress._int8 import check_backend as check_int8_backend
 from nbopt.compress._measure import measure, measure_latency, read_metric
 from nbopt.compress._plan import Plan
 from nbopt.compress._prune import ignored_modules
@@ -53,8 +55,8 @@ class AutoOptimization:
         example: Any,
         max_trials: int,
         stop_at: float | None,
-        finetune: Callable[[Any], Any] | None,
-        finetune_steps: int | None,
+        trainer: Trainer | None,
+        quant_backend: str,
         calib: Any,
         prune_ignore: tuple[str, ...],
         study: Any,
@@ -63,9 +65,7 @@ class AutoOptimization:
         bus: EventBus,
         name: str,
     ) -> None:
-        _check_arguments(
-            model, evaluate, target, example, max_trials, stop_at, finetune, finetune_steps
-        )
+        _check_arguments(model, evaluate, target, example, max_trials, stop_at)
         # Checks the tolerance's own arguments now; the baseline comes later.
         Tolerance(0.0, tolerable_loss, loss_mode, mode)
         if study is not None:
@@ -79,7 +79,7 @@ class AutoOptimization:
         self.settings = (tolerable_loss, loss_mode, mode)
         self.target, self.example, self.calib = target, example, calib
         self.max_trials, self.stop_at, self.seed = max_trials, stop_at, seed
-        self.finetune, self.finetune_steps = finetune, finetune_steps
+        self.trainer, self.quant_backend = trainer, quant_backend
         self.prune_ignore = prune_ignore
         self.study, self.restart = study, restart
         self.bus, self.name = bus, name
@@ -129,8 +129,13 @@ class AutoOptimization:
         self.work: nn.Module = working_copy(
             self.original, self.example, "auto builds every plan from a copy"
         )
-        self.context = StepContext(self.example, device_of(self.work))
+        sample = None if self.trainer is None else self.trainer.sample(self.example)
+        self.context = StepContext(self.example, device_of(self.work), sample)
         ignored_modules(self.work, self.prune_ignore)
+        check_int8_backend(self.quant_backend, self.context.device)
+        if self.trainer is not None:
+            self.trainer = self.trainer.with_teacher(self.original)
+            self.trainer.check(self.work, sample, self.trainer.teacher is not None)
         if self.calib is not None:
             backend = QUANTIZATION.get("int8-static")
             backend.load_check()(self.work, backend.make_config(calib=self.calib), self.context)
@@ -159,6 +164,8 @@ class AutoOptimization:
             calib=self.calib,
             prune_ignore=self.prune_ignore,
             stop_at=self.stop_at,
+            soft=self.trainer is not None,
+            quant_backend=self.quant_backend,
             halted=lambda: self.user_error is not None,
             on_layer=on_layer,
             notes=self.notes,
@@ -174,8 +181,8 @@ class AutoOptimization:
             self.context,
             prune_ignore=self.prune_ignore,
             calib=self.calib,
-            finetune=self.finetune,
-            finetune_steps=self.finetune_steps,
+            trainer=self.trainer,
+            quant_backend=self.quant_backend,
             on_report=self._finetune_reported,
         )
         self.points[Plan()] = (1.0, self.tolerance.baseline)
@@ -319,10 +326,22 @@ class AutoOptimization:
                 f"{len(failed)} plans could not be built on this model and count as infeasible "
                 f"(the search went on): {shown}"
             )
-        if self.finetune_steps is not None and self.builder.reports == 0 and self.finetune:
+        trainer = self.trainer
+        if trainer is not None and trainer.function is not None:
+            if trainer.steps is not None and self.builder.reports == 0:
+                self.notes.append(
+                    "finetune_steps= had no effect: the fine-tune function never called "
+                    "nbopt.report(step, ...), where its budget is enforced"
+                )
+        elif trainer is not None:
+            how = (
+                f"distilling from the teacher (T={trainer.temperature:g}, alpha={trainer.alpha:g})"
+                if trainer.teacher is not None and trainer.alpha > 0
+                else "on the task loss alone"
+            )
             self.notes.append(
-                "finetune_steps= had no effect: the fine-tune function never called "
-                "nbopt.report(step, ...), where its budget is enforced"
+                f"pruned and factorised plans were fine-tuned by the built-in loop "
+                f"({trainer.label.removeprefix('finetune ')} each), {how}"
             )
         if self.builder.reused:
             many = self.builder.reused > 1
@@ -423,14 +442,7 @@ def _steps(plan: Plan) -> int:
 
 
 def _check_arguments(
-    model: Any,
-    evaluate: Any,
-    target: str,
-    example: Any,
-    max_trials: Any,
-    stop_at: Any,
-    finetune: Any,
-    finetune_steps: Any,
+    model: Any, evaluate: Any, target: str, example: Any, max_trials: Any, stop_at: Any
 ) -> None:
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -452,14 +464,6 @@ def _check_arguments(
         isinstance(stop_at, bool) or not isinstance(stop_at, (int, float)) or not stop_at > 0
     ):
         raise ConfigError(f"stop_at must be a ratio > 0, got {stop_at!r}")
-    if finetune is not None and not callable(finetune):
-        raise ConfigError(
-            f"finetune= must be a function of the model, got {type(finetune).__name__}"
-        )
-    if finetune_steps is not None:
-        if finetune is None:
-            raise ConfigError("finetune_steps= is given without finetune=")
-        _check_count("finetune_steps", finetune_steps)
 
 
 def _check_count(name: str, value: Any) -> None:

@@ -52,6 +52,7 @@ class PlanSpace(dict):
     Args:
         prune_keeps: For structured pruning, the options of layers to leave unpruned (the
             first is ``()``); None when pruning is not possible.
+        prune_modes: The pruning methods to search (the first is the cheap plans').
         lowrank: Whether some Linear layer is large enough to factorise.
         quant_modes: Quantization modes to search.
         int8_keeps: For int8, the options of layers to leave in float (most sensitive first).
@@ -64,6 +65,7 @@ class PlanSpace(dict):
         self,
         *,
         prune_keeps: Sequence[tuple[str, ...]] | None,
+        prune_modes: Sequence[str] = ("structured",),
         lowrank: bool,
         quant_modes: Sequence[str],
         int8_keeps: Sequence[tuple[str, ...]] = ((),),
@@ -73,9 +75,10 @@ class PlanSpace(dict):
     ) -> None:
         dimensions: dict[str, Any] = {}
         if prune_keeps is not None:
-            dimensions["prune"] = choice(
-                None, {"amount": quniform(*PRUNE_RANGE), "keep": _options(prune_keeps)}
-            )
+            prune = {"amount": quniform(*PRUNE_RANGE), "keep": _options(prune_keeps)}
+            if len(prune_modes) > 1:
+                prune["mode"] = choice(*prune_modes)
+            dimensions["prune"] = choice(None, prune)
         if lowrank:
             dimensions["lowrank"] = choice(None, {"energy": quniform(*LOWRANK_RANGE)})
         if quant_modes:
@@ -95,6 +98,7 @@ class PlanSpace(dict):
             )
         super().__init__(dimensions)
         self.prune_keeps = list(prune_keeps or [])
+        self.prune_modes = list(prune_modes)
         self.quant_modes = list(quant_modes)
         self.int8_keeps = list(int8_keeps)
         self.int8_start = min(int8_start, len(self.int8_keeps) - 1)
@@ -118,6 +122,8 @@ class PlanSpace(dict):
                 vals["prune[1].amount"] = _on_grid(prune[0], PRUNE_RANGE[2])
                 if len(self.prune_keeps) > 1:
                     vals["prune[1].keep"] = prune[1]
+                if len(self.prune_modes) > 1:
+                    vals["prune[1].mode"] = 0
         if "lowrank" in self:
             vals["lowrank"] = 0 if lowrank is None else 1
             if lowrank is not None:

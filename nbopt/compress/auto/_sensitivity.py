@@ -35,18 +35,20 @@ def quantization_sensitivity(
     evaluate: Callable[[nn.Module], Any],
     tolerance: Tolerance,
     context: StepContext,
+    backend: str = "auto",
     on_layer: Callable[[LayerSensitivity], None] = lambda item: None,
     skipped: list[str] | None = None,
 ) -> list[LayerSensitivity]:
-    """Quantize each of ``layers`` alone with dynamic int8; the layers, most sensitive first.
-    A layer the step cannot quantize is left out, and ``skipped`` says why."""
+    """Quantize each of ``layers`` alone with dynamic int8 on ``backend``; the layers, most
+    sensitive first. A layer the step cannot quantize is left out, and ``skipped`` says why."""
+    int8 = backend
     backend = QUANTIZATION.get("int8")
     measured = []
     for name in _largest(model, layers):
         others = tuple(other for other in layers if other != name)
         try:
             quantized = backend.load()(
-                copy.deepcopy(model), backend.make_config(skip=others), context
+                copy.deepcopy(model), backend.make_config(skip=others, backend=int8), context
             ).model
         except ConfigError as exc:
             _skip(skipped, f"int8 of {name} alone", exc)

@@ -9,8 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from nbopt.compress._cast import fast_path
 from nbopt.compress._prune import prune_groups
-from nbopt.compress._quantize import check_int8, dynamic_int8_layers, fast_path
+from nbopt.compress._quantize import check_int8, choose_backend, dynamic_int8_layers
 from nbopt.compress._registry import DynamicInt8, StepContext
 from nbopt.compress.auto._result import LayerSensitivity
 from nbopt.compress.auto._search import PlanSpace
@@ -35,6 +36,8 @@ def plan_space(
     calib: Any,
     prune_ignore: tuple[str, ...],
     stop_at: float | None,
+    soft: bool,
+    quant_backend: str,
     halted: Callable[[], bool],
     on_layer: Callable[[LayerSensitivity, int, int], None],
     notes: list[str],
@@ -43,7 +46,9 @@ def plan_space(
 
     What cannot help the target, or cannot run on this model, is left out, and ``notes`` says
     why. ``on_layer`` receives each layer's sensitivity as it is measured, with its index
-    (from 1) and the number of layers.
+    (from 1) and the number of layers. ``soft``: the plans fine-tune, so soft pruning is
+    searched too. ``quant_backend``: the int8 backend (``auto``: the sensitivity pass uses the
+    one measured fastest on the whole model, each plan its own).
     """
     modes = _quant_modes(model, context, target, calib, notes)
     groups = _prune_groups(model, context.example, prune_ignore, notes)
@@ -59,7 +64,12 @@ def plan_space(
         on_layer(item, next(counter), total)
 
     judged = {"evaluate": evaluate, "tolerance": tolerance, "context": context}
-    quant = quantization_sensitivity(model, int8_layers, **judged, on_layer=measured, skipped=notes)
+    backend = quant_backend
+    if int8_layers and backend == "auto":
+        backend = choose_backend(model, (), context).name
+    quant = quantization_sensitivity(
+        model, int8_layers, **judged, backend=backend, on_layer=measured, skipped=notes
+    )
     prune = []
     if groups:
         prune = pruning_sensitivity(
@@ -67,6 +77,7 @@ def plan_space(
         )
     space = PlanSpace(
         prune_keeps=_keeps([item.layer for item in prune]) if groups else None,
+        prune_modes=("structured", "soft") if soft else ("structured",),
         lowrank=lowrank,
         quant_modes=modes,
         int8_keeps=_keeps([item.layer for item in quant]),

@@ -1,8 +1,10 @@
 """How the live view shows an optimisation's events, and how TensorBoard logs them.
 
 TensorBoard gets one run per optimisation: each measured quantity as a scalar whose step is the
-stage (0 for the original model, then 1, 2 ... after each step), the fine-tune function's
-reports under ``finetune/``, and the final report as a text table.
+stage (0 for the original model, then 1, 2 ... after each step), the fine-tune's reports under
+``finetune/`` (the loss, and with distillation its task and distillation terms), soft pruning's
+zeroings under ``soft_pruning/``, the int8 backend's fidelity and an exported file's size under
+``optimize/``, and the final report as a text table.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from nbopt.compress.events import (
     BaselineMeasured,
     FinetuneReported,
     OptimizeFinished,
+    SoftPruningApplied,
     StepFinished,
     StepStarted,
 )
@@ -50,6 +53,7 @@ def present_step_finished(event: StepFinished, state: ProgressState) -> None:
     state.done = event.index
     state.live.pop("running", None)
     state.live.pop("finetune", None)
+    state.live.pop("soft pruning", None)
     cells = stage_cells(record.after, event.previous)
     text = _row_text(record.label, cells, event.metric_name, record.seconds)
     state.rows.append(
@@ -67,6 +71,13 @@ def present_finetune_reported(event: FinetuneReported, state: ProgressState) -> 
     if event.value is not None:
         state.curve.append((event.step, event.value))
         state.curve_label = "fine-tune value"
+
+
+def present_soft_pruning_applied(event: SoftPruningApplied, state: ProgressState) -> None:
+    state.live["soft pruning"] = (
+        f"soft pruning: {event.zeroed} of {event.channels} channels zero (zeroing "
+        f"{event.count}); {event.revived} grew back since the last"
+    )
 
 
 def present_optimize_finished(event: OptimizeFinished, state: ProgressState) -> None:
@@ -107,8 +118,21 @@ def log_baseline_measured(reporter: TensorBoardReporter, event: BaselineMeasured
 
 def log_step_finished(reporter: TensorBoardReporter, event: StepFinished) -> None:
     _log_measurement(reporter, event.record.after, event.index)
-    if reporter.root is not None:
-        reporter.root.scalar("optimize/step_seconds", event.record.seconds, event.index)
+    if reporter.root is None:
+        return
+    reporter.root.scalar("optimize/step_seconds", event.record.seconds, event.index)
+    info = event.record.info
+    if "fidelity" in info:
+        reporter.root.scalar("optimize/int8_fidelity", info["fidelity"], event.index)
+    if "file_bytes" in info:
+        reporter.root.scalar("optimize/exported_bytes", info["file_bytes"], event.index)
+
+
+def log_soft_pruning_applied(reporter: TensorBoardReporter, event: SoftPruningApplied) -> None:
+    if reporter.root is None:
+        return
+    reporter.root.scalar("soft_pruning/zeroed", event.zeroed, event.count)
+    reporter.root.scalar("soft_pruning/grew_back", event.revived, event.count)
 
 
 def log_finetune_reported(reporter: TensorBoardReporter, event: FinetuneReported) -> None:
@@ -148,11 +172,13 @@ PRESENTERS = {
     StepStarted: present_step_started,
     StepFinished: present_step_finished,
     FinetuneReported: present_finetune_reported,
+    SoftPruningApplied: present_soft_pruning_applied,
     OptimizeFinished: present_optimize_finished,
 }
 LOGGERS = {
     BaselineMeasured: log_baseline_measured,
     StepFinished: log_step_finished,
     FinetuneReported: log_finetune_reported,
+    SoftPruningApplied: log_soft_pruning_applied,
     OptimizeFinished: log_optimize_finished,
 }
