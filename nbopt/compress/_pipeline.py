@@ -231,7 +231,7 @@ class Optimization:
             before = dataclasses.replace(baseline, latency_s=first)
             after = dataclasses.replace(last, latency_s=second)
         notes = list(dict.fromkeys(note for record in records for note in record.notes))
-        slower = _slowdown(before, after, baseline, records)
+        slower = _slowdown(before, after, records)
         if slower:
             notes.insert(0, slower)
         model = self.work
@@ -266,20 +266,18 @@ _LIKELY_CAUSE = {
 
 
 def _slowdown(
-    before: ModelMeasurement,
-    after: ModelMeasurement,
-    baseline: ModelMeasurement,
-    records: list[StepRecord],
+    before: ModelMeasurement, after: ModelMeasurement, records: list[StepRecord]
 ) -> str | None:
     """A note when the optimised model is slower than the original: which steps made it
-    slower (each step's own latency against the stage before it), and the likely cause."""
+    slower (each step's own latency against the stage before it, the first against ``before``
+    as the report's step table does), and the likely cause."""
     if not before.latency_s or after.latency_s is None:
         return None
     ratio = after.latency_s / before.latency_s
     if ratio <= SLOWDOWN:
         return None
     culprits = []
-    previous = baseline
+    previous = before
     for record in records:
         own = record.after.latency_s, previous.latency_s
         if own[0] and own[1] and own[0] / own[1] > SLOWDOWN:

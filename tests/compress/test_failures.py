@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nbopt import ConfigError
-from nbopt.compress import ModelMeasurement, StepRecord, optimize_auto
+from nbopt.compress import ModelMeasurement, OptimizeResult, StepRecord, optimize_auto
 from nbopt.compress._pipeline import _slowdown
 
 QUIET = {"progress": "none", "logdir": None}
@@ -67,17 +67,28 @@ def _step(kind: str, label: str, latency: float, notes: tuple[str, ...] = ()) ->
 def test_a_slower_model_names_the_step_that_made_it_slower() -> None:
     baseline = _measured(1.0)
     steps = [_step("prune", "prune structured 0.5", 0.6), _step("quant", "quantize int8", 1.3)]
-    note = _slowdown(baseline, _measured(1.25), baseline, steps)
+    note = _slowdown(baseline, _measured(1.25), steps)
     assert note is not None and note.startswith("the optimised model is 1.25x slower")
     assert "quantize int8 (2.17x: dynamic int8 quantizes the activations" in note
     assert "prune structured" not in note
     explained = [_step("quant", "quantize int8", 1.3, ("int8 is slower on small LSTMs",))]
-    assert "quantize int8 (1.30x: see its note)" in _slowdown(
-        baseline, _measured(1.3), baseline, explained
-    )
+    assert "quantize int8 (1.30x: see its note)" in _slowdown(baseline, _measured(1.3), explained)
 
 
 def test_within_timing_noise_there_is_no_slowdown_note() -> None:
     baseline = _measured(1.0)
-    assert _slowdown(baseline, _measured(1.04), baseline, [_step("quant", "q", 1.04)]) is None
-    assert _slowdown(baseline, _measured(0.5), baseline, []) is None
+    assert _slowdown(baseline, _measured(1.04), [_step("quant", "q", 1.04)]) is None
+    assert _slowdown(baseline, _measured(0.5), []) is None
+
+
+def test_the_note_and_the_step_table_give_the_first_step_the_same_ratio() -> None:
+    """Both compare the first step with the original as measured side by side at the end."""
+    before = _measured(0.8)
+    steps = [_step("quant", "quantize int8", 1.2)]
+    note = _slowdown(before, _measured(1.2), steps)
+    assert "quantize int8 (1.50x" in note
+    result = OptimizeResult(
+        model=None, before=before, after=_measured(1.2), steps=steps, notes=[note]
+    )
+    first_row = result._stage_rows()[0]
+    assert any("1.50x" in cell for cell in first_row), first_row
