@@ -32,6 +32,8 @@ _LAZY = {
     "Trial": "nbopt.tuning",
     "find_batch_size": "nbopt.batching",
     "BatchSizeResult": "nbopt.batching",
+    "find_lr": "nbopt.learning_rate",
+    "LRFindResult": "nbopt.learning_rate",
     "optimize": "nbopt.compress",
     "OptimizeResult": "nbopt.compress",
     "optimize_auto": "nbopt.compress",
@@ -45,12 +47,14 @@ if TYPE_CHECKING:
     from nbopt.batching import BatchSizeResult, find_batch_size
     from nbopt.compress import AutoOptimizeResult, OptimizeResult, optimize, optimize_auto
     from nbopt.launching import LaunchError, LaunchTimeout, launch
+    from nbopt.learning_rate import LRFindResult, find_lr
     from nbopt.tuning import Trial, TuneResult, tune
 
 __all__ = [
     "AutoOptimizeResult",
     "BatchSizeResult",
     "ConfigError",
+    "LRFindResult",
     "LaunchError",
     "LaunchTimeout",
     "OptimizeResult",
@@ -60,6 +64,7 @@ __all__ = [
     "TuneResult",
     "choice",
     "find_batch_size",
+    "find_lr",
     "launch",
     "load_ipython_extension",
     "loguniform",

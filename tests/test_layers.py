@@ -2,7 +2,7 @@
 
 Every import of every module (at module level and inside functions) is read with ``ast``:
 
-- the engines (``tuning``, ``compress``, ``batching``, ``launching``) never import IPython,
+- the engines (``ENGINES``: ``tuning``, ``compress``, ``batching`` ...) never import IPython,
   ipywidgets, traitlets, ``nbopt.magics``, nor ``nbopt.ui``'s views: from ``nbopt.ui`` they may
   use only the bus factory, the formatting helpers, the plots and the interactive displays of
   result objects (``ENGINE_MAY_USE``);
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "nbopt"
-ENGINES = ("tuning", "compress", "batching", "launching")
+ENGINES = ("tuning", "compress", "batching", "launching", "learning_rate")
 FRONTEND_PACKAGES = ("IPython", "ipywidgets", "traitlets")
 # What an engine may use of nbopt.ui: building its bus, formatting numbers, plotting and
 # displaying its result objects. The rest of ui (live views, TensorBoard) subscribes to events.
@@ -144,7 +144,7 @@ def test_importing_the_engines_loads_no_frontend_package() -> None:
     code = (
         "import json, sys\n"
         "import nbopt.tuning, nbopt.compress, nbopt.batching, nbopt.launching\n"
-        "import nbopt.tuning.gp\n"
+        "import nbopt.tuning.gp, nbopt.learning_rate\n"
         f"print(json.dumps(sorted(m for m in {FRONTEND_PACKAGES!r} if m in sys.modules)))\n"
     )
     completed = subprocess.run(

@@ -21,12 +21,13 @@ OPTIONS = {
     "optimize": "nbopt.magics.optimize:SCHEMA",
     "optimize auto": "nbopt.magics.optimize_auto:SCHEMA",
     "batchsize": "nbopt.magics.batchsize:SCHEMA",
+    "lr_find": "nbopt.magics.lr_find:SCHEMA",
     "accelerate": "nbopt.magics.accelerate:SCHEMA",
 }
 # ``%NAME?`` prints the docstring of this class's method NAME.
 MAGICS_CLASS = "nbopt.magics:NbOptMagics"
 
-_MARKER = re.compile(r"^<!-- (options|help): ([a-z][a-z ]*?) -->$", re.MULTILINE)
+_MARKER = re.compile(r"^<!-- (options|help): ([a-z][a-z_ ]*?) -->$", re.MULTILINE)
 
 
 def resolve(reference: str) -> Any:

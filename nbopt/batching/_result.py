@@ -4,6 +4,7 @@ stores in ``out=`` and ``_nbopt``."""
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,9 @@ class BatchMeasurement:
         spread: Interquartile range of the step times over their median: about 0 on a quiet
             machine, large when other processes were competing for it.
         repeats: Timed steps (after warm-up).
+        noise: How far the speed could move if measured again: the gap between the fastest
+            and the second fastest timed step, relative to the fastest (0.02: 2%). A gain
+            smaller than the noise of the two measurements compared is not a gain.
         peak_memory: Peak bytes of a step above the level when measuring began (after the
             training copy of the model was made); None where it cannot be measured.
         error: What went wrong, for a batch size that failed.
@@ -48,10 +52,48 @@ class BatchMeasurement:
     repeats: int = 0
     peak_memory: int | None = None
     error: str = ""
+    noise: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+
+@dataclass(frozen=True)
+class NoiseScale:
+    """One measurement of the gradient noise scale ``B_noise = tr(Σ) / |G|²`` (McCandlish et
+    al., 2018) on the rows of ``example``.
+
+    Attributes:
+        value: ``B_noise`` in samples; ``math.inf`` when the gradient is lost in the noise at
+            every batch size the data allows.
+        low: The 10th percentile of a bootstrap over the groups of rows measured.
+        high: The 90th percentile (``math.inf`` when some resamples lose the gradient).
+        gradient_norm: ``|G|²`` as estimated.
+        trace: ``tr(Σ)`` as estimated.
+        loss: The mean loss of the batches measured.
+        steps: Training steps the throwaway copy had taken before this measurement (the last
+            of them for a pooled one).
+        rows: Rows of the data the measurement used (all measurements pooled).
+        pooled: How many measurements, at different points of training, were pooled.
+    """
+
+    value: float
+    low: float
+    high: float
+    gradient_norm: float
+    trace: float
+    loss: float
+    steps: int
+    rows: int
+    pooled: int = 1
+
+    def text(self) -> str:
+        """``62 (48 to 80)``: the value and the 10th to 90th percentile of its bootstrap."""
+        if math.isinf(self.value):
+            return "beyond what the data can measure"
+        high = "inf" if math.isinf(self.high) else f"{self.high:.0f}"
+        return f"{self.value:.0f} ({self.low:.0f} to {high})"
 
 
 @dataclass
@@ -59,12 +101,16 @@ class BatchSizeResult:
     """The outcome of a batch-size search.
 
     Attributes:
-        batch_size: The batch size to use. With ``mode="throughput"``, the smallest batch
-            whose speed is within ``tolerance`` of the fastest (smaller batches tend to
-            generalise better, for the same speed); with ``mode="max"``, the largest batch
-            that fits. None if the search was interrupted before any batch succeeded.
-        best_batch_size: The fastest batch measured (``mode="max"``: the largest that fits).
-        mode: ``"throughput"`` or ``"max"``.
+        batch_size: The batch size to use. With ``mode="efficient"``, the smallest batch
+            whose predicted time to a given loss is within ``tolerance`` of the shortest;
+            with ``mode="throughput"``, the smallest batch whose speed is within
+            ``tolerance`` of the fastest (smaller batches tend to generalise better, for the
+            same speed); with ``mode="max"``, the largest batch that fits. None if the search
+            was interrupted before any batch succeeded.
+        best_batch_size: The fastest batch measured, in samples per second (``mode="max"``:
+            the largest that fits).
+        mode: ``"efficient"``, ``"throughput"`` or ``"max"``.
+        mode_reason: Why this mode: asked for, or the default and why.
         train: Whether training steps were measured (else inference).
         device: The device the model ran on.
         measurements: Every batch size tried, in order.
@@ -74,6 +120,16 @@ class BatchSizeResult:
         status: ``"done"``, or ``"interrupted"`` or ``"failed"`` for the partial result that
             the final event of an unfinished search carries.
         duration: Seconds the search took.
+        noise_scale: ``mode="efficient"``: the gradient noise scale the choice used, the
+            critical batch size ``B_noise`` (its ``value``); every measurement of it is in
+            ``noise_scales``.
+        predicted_time: ``mode="efficient"``: the predicted time to a given loss of each
+            batch size that ran, relative to the shortest (1.0).
+        learning_rate: ``mode="efficient"`` with ``lr=``: the learning rate for
+            ``batch_size``, scaled by ``lr_rule`` from ``lr`` at ``lr_batch``.
+        lr_rule: How ``learning_rate`` was scaled.
+        warnings: What made the result less certain (a machine too noisy to tell batch sizes
+            apart); also shown in the live view.
     """
 
     batch_size: int | None
@@ -87,6 +143,13 @@ class BatchSizeResult:
     stop_reason: str = ""
     status: str = "done"
     duration: float = 0.0
+    mode_reason: str = ""
+    noise_scale: NoiseScale | None = None
+    noise_scales: list[NoiseScale] = field(default_factory=list)
+    predicted_time: dict[int, float] = field(default_factory=dict)
+    learning_rate: float | None = None
+    lr_rule: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def throughput(self, batch_size: int) -> float | None:
         """The measured samples per second of ``batch_size`` (the faster one if measured
@@ -95,7 +158,8 @@ class BatchSizeResult:
 
     def to_dataframe(self) -> Any:
         """One row per batch size tried, in order: batch_size, status, samples_per_second,
-        step_time, spread, repeats, peak_memory (bytes), phase, error."""
+        step_time, spread, noise, repeats, peak_memory (bytes), phase, error, and with
+        ``mode="efficient"`` predicted_time (relative to the shortest)."""
         import pandas as pd
 
         columns = [
@@ -104,18 +168,22 @@ class BatchSizeResult:
             "samples_per_second",
             "step_time",
             "spread",
+            "noise",
             "repeats",
             "peak_memory",
             "phase",
             "error",
         ]
-        return pd.DataFrame(
-            [{name: getattr(m, name) for name in columns} for m in self.measurements],
-            columns=columns,
-        )
+        rows = [{name: getattr(m, name) for name in columns} for m in self.measurements]
+        if self.mode == "efficient":
+            columns.append("predicted_time")
+            for row in rows:
+                row["predicted_time"] = self.predicted_time.get(row["batch_size"])
+        return pd.DataFrame(rows, columns=columns)
 
     def plot(self) -> Any:
-        """A matplotlib figure: samples per second and peak memory against the batch size."""
+        """A matplotlib figure: samples per second (and, with ``mode="efficient"``, the
+        predicted time to a given loss) and peak memory against the batch size."""
         from nbopt.ui.plots.batching import plot_batch_size_result
 
         return plot_batch_size_result(self)
@@ -128,6 +196,8 @@ class BatchSizeResult:
         speed = f" at {format_rate(rate)} samples/s" if rate is not None else ""
         if self.mode == "max":
             return f"largest batch that fits: {self.batch_size}{speed}"
+        if self.mode == "efficient":
+            return self._efficient_summary(speed)
         text = f"batch size {self.batch_size}{speed}"
         if self.best_batch_size != self.batch_size and self.best_batch_size is not None:
             best_rate = self.throughput(self.best_batch_size)
@@ -137,6 +207,21 @@ class BatchSizeResult:
             )
         else:
             text += ", the fastest measured"
+        return text
+
+    def _efficient_summary(self, speed: str) -> str:
+        text = f"batch size {self.batch_size}{speed}, the shortest predicted time to a given loss"
+        if self.noise_scale is not None:
+            text += f"; critical batch B_noise {self.noise_scale.text()}"
+        if self.best_batch_size not in (None, self.batch_size):
+            slower = self.predicted_time.get(self.best_batch_size)
+            if slower is not None:
+                text += (
+                    f"; the fastest in samples/s, {self.best_batch_size}, would take "
+                    f"{slower:.2f}x as long"
+                )
+        if self.learning_rate is not None:
+            text += f"; learning rate {self.learning_rate:.3g}"
         return text
 
     def __repr__(self) -> str:
@@ -157,24 +242,38 @@ class BatchSizeResult:
         )
         if self.status != "done":
             title += f" · {html.escape(self.status)}"
+        efficient = self.mode == "efficient"
         rows = [
             (
                 m.batch_size,
                 format_rate(m.samples_per_second) if m.samples_per_second is not None else "",
+                *((_relative(self.predicted_time.get(m.batch_size)),) if efficient else ()),
                 format_bytes(m.peak_memory) if m.peak_memory is not None else "",
                 m.status + ("" if m.batch_size != self.batch_size or not m.ok else " ← chosen"),
                 m.phase,
             )
             for m in sorted(self.measurements, key=lambda m: m.batch_size)
         ]
+        headers = ["batch", "samples/s", *(["predicted time"] if efficient else [])]
+        table = fmt.html_table([*headers, "peak memory", "status", "phase"], rows)
         cap = f"memory cap {format_bytes(self.memory_limit)}; " if self.memory_limit else ""
         notes = f"{cap}stopped: {self.stop_reason}; {fmt.duration(self.duration)}"
-        table = fmt.html_table(["batch", "samples/s", "peak memory", "status", "phase"], rows)
+        details = [self.mode_reason] if self.mode_reason else []
+        if self.learning_rate is not None:
+            details.append(f"learning rate {self.learning_rate:.3g} by {self.lr_rule}")
+        warnings = "".join(
+            f"<br><span style='color:#b00'>⚠ {html.escape(text)}</span>" for text in self.warnings
+        )
+        extra = "".join(f"<br>{html.escape(text)}" for text in details)
         return (
-            f"<div>{title}<br><b>{html.escape(self.summary())}</b>"
+            f"<div>{title}<br><b>{html.escape(self.summary())}</b>{extra}{warnings}"
             f"<details><summary>{len(self.measurements)} batch sizes tried</summary>{table}"
             f"</details><span style='color:#555'>{html.escape(notes)}</span></div>"
         )
+
+
+def _relative(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
 
 
 def fastest_rate(measurements: Sequence[BatchMeasurement], batch_size: int) -> float | None:

@@ -1,28 +1,33 @@
-"""The search: measure batch sizes, doubling then narrowing down, and choose one.
+"""One run of a batch-size search: measuring a batch size, the memory cap, and the result.
 
-``mode="max"`` doubles the batch until a step runs out of memory, would exceed the memory cap
-or reaches the largest size allowed, then binary-searches between the last batch that fitted
-and the first that did not. ``mode="throughput"`` doubles until two doublings in a row gain
-less than 3% in speed (a doubling that comes out slower than a smaller batch is measured once
-more first; while a doubling nearly doubles the speed, the next step quadruples), then
-measures the midpoints on both sides of the fastest batch, and one below the smallest batch
-within ``tolerance`` of it.
+Which sizes are measured is decided in ``_strategies.py`` (the searches of each mode) and, for
+``mode="efficient"``, what is predicted from them in ``_efficient.py``.
 
 The speed of a batch size is taken from its fastest timed step, not the median. On a two-core
 machine shared with other processes, the median of 3 ms steps was 2.6 times slower than the
 fastest and moved with the load, which made a batch look slower than a smaller one and ended
 the doubling early; the fastest step of the same batch varied by 5% over ten measurements.
+How much it moves is measured with it: the gap between the fastest and the second fastest
+step.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from typing import Any
 
 import torch
 
+from nbopt.batching import _strategies
+from nbopt.batching._efficient import (
+    RULE,
+    NoisePlan,
+    efficient_size,
+    measure_noise,
+    predicted_times,
+    scaled_learning_rate,
+)
 from nbopt.batching._memory import (
     MemoryMeter,
     is_oom_error,
@@ -36,12 +41,17 @@ from nbopt.batching._result import (
     OVER_MEMORY,
     BatchMeasurement,
     BatchSizeResult,
+    NoiseScale,
     best_measurement,
     chosen_size,
-    fastest_rate,
 )
 from nbopt.batching._workload import Batches, Workload
-from nbopt.batching.events import BatchSizeMeasured, BatchSizeStarted
+from nbopt.batching.events import (
+    BatchSizeMeasured,
+    BatchSizeStarted,
+    BatchSizeWarning,
+    NoiseScaleMeasured,
+)
 from nbopt.errors import ConfigError
 from nbopt.events import EventBus, RunFinished, RunStarted
 from nbopt.units import format_bytes
@@ -50,20 +60,19 @@ from nbopt.units import format_bytes
 # primitives, cuDNN plans and (training) the optimizer state. Peak memory is read over these.
 _WARMUP_STEPS = 2
 # Timed steps per batch size: at least _MIN_REPEATS, and more (up to _MAX_REPEATS) until they
-# add up to _MIN_SECONDS, so that fast steps are not judged on a few noisy samples.
+# add up to _MIN_SECONDS, so that fast steps are not judged on a few noisy samples; and more
+# while the two fastest steps differ by over _SETTLED, for up to _NOISY_SECONDS: on a loaded
+# machine, where a step is often descheduled, the fastest of five can still be a slowed one.
 _MIN_REPEATS = 5
 _MAX_REPEATS = 200
 _MIN_SECONDS = 0.05
+_SETTLED = 0.05
+_NOISY_SECONDS = 0.5
 # mode="max" only needs to know that a step runs; two timed steps give a rough speed.
 _MAX_MODE_REPEATS = 2
-# A doubling counts as faster only if it gains more than this: the fastest step of a batch
-# size varied by 1% to 5% from one measurement to the next on a loaded two-core machine. The
-# search stops after _PATIENCE doublings without such a gain.
-_MIN_GAIN = 0.03
-_PATIENCE = 2
-# While a doubling still gains this much (nearly twice the speed: the fixed cost of a step
-# dominates), the next step quadruples the batch: the fastest batch is far above.
-_STEEP = 0.8
+# A speed whose measured noise is more than this share beyond the tolerance of the choice
+# cannot tell the batch sizes within the tolerance apart.
+_NOISY = 0.1
 # A batch size is run only if its predicted peak memory, times this, is within the cap: the
 # resident memory of batch sizes 1% apart differed by up to 40% (where malloc put the blocks).
 _MEMORY_MARGIN = 1.1
@@ -86,6 +95,8 @@ class BatchSizeSearch:
         meter: MemoryMeter | None,
         memory_limit: int | None,
         name: str,
+        noise_plan: NoisePlan | None = None,
+        mode_reason: str = "",
     ) -> None:
         self.workload = workload
         self.batches = batches
@@ -98,7 +109,11 @@ class BatchSizeSearch:
         self.meter = meter
         self.memory_limit = memory_limit
         self.name = name
+        self.noise_plan = noise_plan
+        self.mode_reason = mode_reason
         self.measurements: list[BatchMeasurement] = []
+        self.noise_scales: list[NoiseScale] = []
+        self.warnings: list[str] = []
         self.stop_reason = ""
         self._levels: dict[int, int] = {}
         self._clock = time.perf_counter()
@@ -121,6 +136,11 @@ class BatchSizeSearch:
         )
         self._clock = time.perf_counter()
         try:
+            if self.noise_plan is not None:
+                measured = measure_noise(self.workload.model, self.batches, self.noise_plan)
+                for noise, final in measured:
+                    self.noise_scales.append(noise)
+                    self.bus.emit(NoiseScaleMeasured(noise, final))
             with self.workload:
                 # Zero after the training copy is made: its optimizer may import modules the
                 # first time (torch._dynamo, some 80 MB), which no batch size should be billed.
@@ -128,9 +148,13 @@ class BatchSizeSearch:
                 if self.meter is not None:
                     self.meter.begin()
                 if self.mode == "max":
-                    self._search_max()
+                    _strategies.search_max(self)
                 else:
-                    self._search_throughput()
+                    _strategies.search_throughput(self)
+                    if self.mode == "efficient":
+                        best = efficient_size(self._predicted_times(), 0.0)
+                        if best is not None:
+                            _strategies.refine_around(self, best)
         except KeyboardInterrupt:
             self._finish("interrupted")
             raise
@@ -141,95 +165,16 @@ class BatchSizeSearch:
             release_memory(self.device.type)
         return self._finish("done")
 
-    # -- the two searches -------------------------------------------------------------------
-
-    def _search_max(self) -> None:
-        size, fitted, failed = self.start, 0, 0
-        while True:
-            if fitted and self._over_cap(size):
-                failed = size
-                break
-            if not self._probe(size, "doubling").ok:
-                failed = size
-                break
-            fitted = size
-            if size >= self.stop:
-                self.stop_reason = f"reached max_batch_size={self.stop}"
-                break
-            size = min(2 * size, self.stop)
-        if failed:
-            self._binary_search(fitted, failed)
-
-    def _binary_search(self, low: int, high: int) -> None:
-        """Narrow down between a batch that fits (``low``) and one that does not."""
-        while high - low > 1:
-            middle = (low + high) // 2
-            if self._over_cap(middle) or not self._probe(middle, "binary search").ok:
-                high = middle
-            else:
-                low = middle
-
-    def _search_throughput(self) -> None:
-        size, anchor, misses, previous = self.start, None, 0, None
-        while True:
-            measurement = self._probe(size, "doubling")
-            if not measurement.ok:
-                break
-            if anchor is not None and _slower(measurement, anchor):
-                # A larger batch that runs slower is more often a burst of load on the machine
-                # than the truth: measure it once more and keep the faster measurement.
-                again = self._probe(size, "repeat")
-                if again.ok and (again.samples_per_second or 0) > (
-                    measurement.samples_per_second or 0
-                ):
-                    measurement = again
-            if anchor is None or _faster(measurement, anchor):
-                anchor, misses = measurement, 0
-            else:
-                misses += 1
-            if misses >= _PATIENCE:
-                self.stop_reason = (
-                    f"no faster than batch {anchor.batch_size} for {_PATIENCE} doublings"
-                )
-                break
-            if size >= self.stop:
-                self.stop_reason = f"reached max_batch_size={self.stop}"
-                break
-            steep = previous is not None and _gain_per_doubling(previous, measurement) >= _STEEP
-            previous = measurement
-            size = min((4 if steep else 2) * size, self.stop)
-            if self._over_cap(size):
-                break
-        self._refine()
-
-    def _refine(self) -> None:
-        """Measure the midpoints around the fastest batch, then below the chosen one."""
-        fastest = best_measurement(self.measurements, "throughput")
-        if fastest is None:
-            return
-        best = fastest.batch_size
-        tried = sorted({m.batch_size for m in self.measurements})
-        smaller = [s for s in tried if s < best and fastest_rate(self.measurements, s)]
-        larger = [s for s in tried if s > best]
-        for neighbour in smaller[-1:] + larger[:1]:
-            self._probe_midpoint(best, neighbour)
-        chosen = chosen_size(self.measurements, self.mode, self.tolerance)
-        if chosen is not None:
-            below = sorted({m.batch_size for m in self.measurements if m.ok})
-            below = [size for size in below if size < chosen]
-            if below:
-                self._probe_midpoint(chosen, below[-1])
-
-    def _probe_midpoint(self, a: int, b: int) -> None:
-        middle = (a + b) // 2
-        tried = {m.batch_size for m in self.measurements}
-        if middle in tried or middle in (a, b) or self._over_cap(middle):
-            return
-        self._probe(middle, "refine")
-
     # -- measuring one batch size -----------------------------------------------------------
 
-    def _probe(self, size: int, phase: str) -> BatchMeasurement:
+    def warn(self, message: str) -> None:
+        """Record a warning in the result and show it live (once)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            self.bus.emit(BatchSizeWarning(message))
+
+    def probe(self, size: int, phase: str) -> BatchMeasurement:
+        """Measure ``size`` and record it; ConfigError if no batch size has run at all."""
         self.bus.emit(BatchSizeStarted(size, phase))
         measurement = self._measure(size, phase)
         self.measurements.append(measurement)
@@ -278,6 +223,11 @@ class BatchSizeSearch:
             fastest = max(min(times), 1e-9)
             median = max(statistics.median(times), 1e-9)
             quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [median] * 3
+            # How far the fastest step could move if measured again: the gap to the second
+            # fastest. Load only slows steps down, so the fastest is trusted as far as
+            # another step came close to it.
+            second = sorted(times)[1] if len(times) > 1 else None
+            noise = (second - fastest) / fastest if second is not None else None
             return BatchMeasurement(
                 size,
                 OK,
@@ -287,6 +237,7 @@ class BatchSizeSearch:
                 spread=(quartiles[2] - quartiles[0]) / median,
                 repeats=len(times),
                 peak_memory=peak,
+                noise=noise,
             )
         # The exception, its traceback and the frames holding the batch are unreachable now.
         release_memory(self.device.type, collect=True)
@@ -298,7 +249,7 @@ class BatchSizeSearch:
         inputs, target = self.batches(size)
         if self.meter is not None:
             self.meter.reset()
-        for _ in range(_WARMUP_STEPS if self.mode == "throughput" else 1):
+        for _ in range(_WARMUP_STEPS if self.mode != "max" else 1):
             self.workload.step(inputs, target)
         self._synchronize()
         peak = self.meter.peak() if self.meter is not None else None
@@ -309,12 +260,22 @@ class BatchSizeSearch:
         else:
             least, most, seconds = _MIN_REPEATS, _MAX_REPEATS, _MIN_SECONDS
         times: list[float] = []
-        while len(times) < least or (sum(times) < seconds and len(times) < most):
+        while len(times) < least or (
+            len(times) < most and (sum(times) < seconds or self._unsettled(times))
+        ):
             began = time.perf_counter()
             self.workload.step(inputs, target)
             self._synchronize()
             times.append(time.perf_counter() - began)
         return peak, times
+
+    def _unsettled(self, times: list[float]) -> bool:
+        """Whether to time more steps: the fastest two still disagree by more than
+        ``_SETTLED``, and the steps have not yet taken ``_NOISY_SECONDS``."""
+        if self.mode == "max" or sum(times) >= _NOISY_SECONDS or len(times) < 2:
+            return False
+        fastest, second = sorted(times)[:2]
+        return second - fastest > _SETTLED * fastest
 
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -322,7 +283,7 @@ class BatchSizeSearch:
 
     # -- memory cap -------------------------------------------------------------------------
 
-    def _over_cap(self, size: int) -> bool:
+    def over_cap(self, size: int) -> bool:
         """True if ``size`` is predicted to need more than the cap (then it is not run)."""
         if self.memory_limit is None:
             return False
@@ -371,10 +332,39 @@ class BatchSizeSearch:
             "lower start="
         )
 
+    def _predicted_times(self) -> dict[int, float]:
+        if not self.noise_scales:
+            return {}
+        return predicted_times(self.measurements, self.noise_scales[-1].value)
+
+    def _check_noise(self, chosen: int | None, best: BatchMeasurement | None) -> None:
+        """Warn if the speeds the choice rests on moved more than the choice can tell apart."""
+        limit = max(self.tolerance, _NOISY)
+        for size in dict.fromkeys(s for s in (chosen, best.batch_size if best else None) if s):
+            noises = [m.noise for m in self.measurements if m.batch_size == size and m.noise]
+            if noises and min(noises) > limit:
+                self.warn(
+                    f"the machine was too noisy to decide: the speed of batch {size} moved by "
+                    f"{min(noises):.0%} between its timed steps, more than the {limit:.0%} that "
+                    "tells batch sizes apart; measure again when it is quieter"
+                )
+                return
+
     def _finish(self, status: str) -> BatchSizeResult:
         best = best_measurement(self.measurements, self.mode)
+        chosen = chosen_size(self.measurements, self.mode, self.tolerance)
+        times = self._predicted_times()
+        learning_rate = None
+        if self.mode == "efficient":
+            chosen = efficient_size(times, self.tolerance)
+            plan = self.noise_plan
+            if chosen is not None and plan is not None and plan.lr is not None and plan.lr_batch:
+                noise = self.noise_scales[-1].value
+                learning_rate = scaled_learning_rate(plan.lr, plan.lr_batch, chosen, noise)
+        if status == "done" and self.mode != "max":
+            self._check_noise(chosen, best)
         result = BatchSizeResult(
-            batch_size=chosen_size(self.measurements, self.mode, self.tolerance),
+            batch_size=chosen,
             best_batch_size=best.batch_size if best is not None else None,
             mode=self.mode,
             train=self.workload.train,
@@ -385,28 +375,18 @@ class BatchSizeSearch:
             stop_reason=self.stop_reason or "done",
             status=status,
             duration=time.perf_counter() - self._clock,
+            mode_reason=self.mode_reason,
+            noise_scale=self.noise_scales[-1] if self.noise_scales else None,
+            noise_scales=list(self.noise_scales),
+            predicted_time=times,
+            learning_rate=learning_rate,
+            lr_rule=RULE if learning_rate is not None else "",
+            warnings=list(self.warnings),
         )
         message = (
             f"{len(self.measurements)} batch sizes in {result.duration:.1f} s; {result.summary()}"
         )
+        if self.warnings:
+            message += f" ({len(self.warnings)} warning(s): see result.warnings)"
         self.bus.emit(RunFinished("batchsize", status, message, result=result))
         return result
-
-
-def _faster(candidate: BatchMeasurement, reference: BatchMeasurement) -> bool:
-    """Whether ``candidate`` is faster than ``reference`` by more than _MIN_GAIN."""
-    return (candidate.samples_per_second or 0.0) > (reference.samples_per_second or 0.0) * (
-        1 + _MIN_GAIN
-    )
-
-
-def _gain_per_doubling(smaller: BatchMeasurement, larger: BatchMeasurement) -> float:
-    doublings = math.log2(larger.batch_size / smaller.batch_size)
-    ratio = (larger.samples_per_second or 0.0) / (smaller.samples_per_second or 1.0)
-    return ratio ** (1 / doublings) - 1 if ratio > 0 else -1.0
-
-
-def _slower(candidate: BatchMeasurement, reference: BatchMeasurement) -> bool:
-    return (candidate.samples_per_second or 0.0) < (reference.samples_per_second or 0.0) * (
-        1 - _MIN_GAIN
-    )

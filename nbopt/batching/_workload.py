@@ -79,11 +79,15 @@ class Batches:
                     f"make_batch({size}) returned a batch of {built}; it must build a batch of "
                     "exactly the size it is given"
                 )
-            inputs = _map_tensors(inputs, self._to_device)
+            inputs = map_tensors(inputs, self._to_device)
         else:
             inputs = _tile(self.example, size, self.device)
         target = _tile(self.target, size, self.device) if self.target is not None else None
         return inputs, target
+
+    def on_device(self, batch: Any) -> Any:
+        """``batch`` with its top-level tensors on the model's device."""
+        return map_tensors(batch, self._to_device)
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.device)
@@ -163,6 +167,66 @@ class Workload:
         self._optimizer.step()
 
 
+def check_training(
+    model: torch.nn.Module, batches: Batches, loss: LossFn | None, size: int
+) -> None:
+    """One forward, loss and backward pass of a copy on a batch of ``size``, before any
+    measurement: ConfigError for data that does not fit the model, a loss that is not a
+    finite one-element tensor, or a model that does not train. Running out of memory is left
+    to the search, which reports it for what it is.
+    """
+    from nbopt.batching._memory import is_oom_error
+
+    net = copy.deepcopy(model).train()
+    parameters = [p for p in net.parameters() if p.requires_grad]
+    if not parameters:
+        raise ConfigError("the model does not train: it has no parameter that requires grad")
+    inputs, target = batches(size)
+    try:
+        output = call_model(net, inputs)
+        value = (
+            surrogate_loss(output)
+            if loss is None
+            else loss(output, inputs if target is None else target)
+        )
+    except ConfigError:
+        raise
+    except Exception as exc:
+        if is_oom_error(exc):
+            return
+        shapes = ", ".join(str(tuple(t.shape)) for t in _top_level_tensors(inputs))
+        lines = str(exc).strip().splitlines() or ["(no message)"]
+        raise ConfigError(
+            f"data does not fit the model: a batch of {size} (inputs {shapes}) fails in the "
+            f"model or loss with {type(exc).__name__}: {lines[0]}"
+        ) from None
+    if not (isinstance(value, torch.Tensor) and value.numel() == 1):
+        raise ConfigError(f"loss must return a tensor with one element, got {_describe(value)}")
+    if not torch.isfinite(value.detach()).all():
+        raise ConfigError(
+            f"the loss is {value.item()} on the first batch, before any training step: check "
+            "the data (NaN or infinite inputs?) and loss="
+        )
+    if not value.requires_grad:
+        raise ConfigError(
+            "the model does not train: the loss has no gradient with respect to its parameters "
+            "(are they frozen, or is the output detached?)"
+        )
+    try:
+        value.backward()
+    except Exception as exc:
+        if is_oom_error(exc):
+            return
+        lines = str(exc).strip().splitlines() or ["(no message)"]
+        raise ConfigError(
+            f"the backward pass of the loss fails with {type(exc).__name__}: {lines[0]}"
+        ) from None
+    if not any(p.grad is not None and bool(p.grad.any()) for p in parameters):
+        raise ConfigError(
+            "the model does not train: the gradient of the loss is zero for every parameter"
+        )
+
+
 def surrogate_loss(output: Any) -> torch.Tensor:
     """The sum of every floating-point output that requires grad.
 
@@ -207,7 +271,7 @@ def _all_tensors(value: Any) -> Iterator[torch.Tensor]:
             yield from _all_tensors(item)
 
 
-def _map_tensors(batch: Any, function: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+def map_tensors(batch: Any, function: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     """Apply ``function`` to the top-level tensors of a batch, keeping its shape."""
     if isinstance(batch, torch.Tensor):
         return function(batch)
@@ -228,7 +292,7 @@ def _tile(batch: Any, size: int, device: torch.device) -> Any:
         rows = torch.arange(size, device=tensor.device) % tensor.shape[0]
         return tensor.index_select(0, rows).to(device)
 
-    return _map_tensors(batch, tile)
+    return map_tensors(batch, tile)
 
 
 def _describe(value: Any) -> str:

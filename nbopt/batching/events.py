@@ -1,10 +1,11 @@
-"""Events of a batch-size search, for the live view and TensorBoard (see ``_views.py``)."""
+"""Events of a batch-size search, for the live view and TensorBoard
+(``nbopt.ui.views.batching``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nbopt.batching._result import BatchMeasurement
+from nbopt.batching._result import BatchMeasurement, NoiseScale
 from nbopt.events import Event
 
 
@@ -26,3 +27,20 @@ class BatchSizeMeasured(Event):
     mode: str
     n_tried: int
     n_failed: int
+
+
+@dataclass(frozen=True)
+class NoiseScaleMeasured(Event):
+    """``mode="efficient"``: the gradient noise scale was measured on a throwaway copy, after
+    ``noise.steps`` training steps of it; ``final``: the one the choice uses (several
+    measurements pooled, ``noise.pooled``)."""
+
+    noise: NoiseScale
+    final: bool
+
+
+@dataclass(frozen=True)
+class BatchSizeWarning(Event):
+    """Something makes the result less certain (a machine too noisy to decide)."""
+
+    message: str

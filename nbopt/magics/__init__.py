@@ -14,6 +14,7 @@ from traitlets import CaselessStrEnum, Unicode
 
 from nbopt.magics import accelerate as accelerate_magic
 from nbopt.magics import batchsize as batchsize_magic
+from nbopt.magics import lr_find as lr_find_magic
 from nbopt.magics import optimize as optimize_magic
 from nbopt.magics import optimize_auto as optimize_auto_magic
 from nbopt.magics import tensorboard as tensorboard_command
@@ -34,7 +35,8 @@ def _documented(text: str):
 
 @magics_class
 class NbOptMagics(Magics):
-    """nbopt's magics: ``%tune``, ``%%optimize``, ``%batchsize``, ``%%accelerate``, ``%nbopt``."""
+    """nbopt's magics: ``%tune``, ``%%optimize``, ``%batchsize``, ``%lr_find``, ``%%accelerate``,
+    ``%nbopt``."""
 
     progress = CaselessStrEnum(
         PROGRESS_MODES,
@@ -66,6 +68,11 @@ class NbOptMagics(Magics):
     @_documented(batchsize_magic.HELP)
     def batchsize(self, line: str) -> Any:
         return batchsize_magic.run(self, line)
+
+    @line_magic
+    @_documented(lr_find_magic.HELP)
+    def lr_find(self, line: str) -> Any:
+        return lr_find_magic.run(self, line)
 
     @cell_magic
     @_documented(accelerate_magic.HELP)

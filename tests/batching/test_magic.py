@@ -63,8 +63,23 @@ def test_make_batch_builds_the_batches(shell, cell) -> None:
         ("%batchsize net example=x start=64 max=8", "max=8 is below start=64"),
         ("%batchsize net example=scalar", "example has no batch dimension"),
         ("%batchsize net example=x loss=loss_fn", "loss= is for training steps: add train=True"),
-        ("%batchsize net example=x mode=fast", "expected one of throughput|max"),
+        ("%batchsize net example=x mode=fast", "expected one of efficient|throughput|max"),
+        ("%batchsize net example=x lr=0.1 lr_batch=8", "lr= only applies with mode='efficient'"),
+        ("%batchsize net example=x mode=max tolerance=0.1", "tolerance= only applies with"),
+        ("%batchsize net example=x lr=net", "'net' is a Sequential, not a learning rate"),
+        (
+            "%batchsize net example=x target=y loss=loss_fn train mode=efficient",
+            "needs at least 256 rows of example=",
+        ),
         ("%batchsize net example=x make_batch=x", "'x' is not callable"),
+        (
+            "%batchsize net example=scalar8 target=y loss=loss_fn train",
+            "data does not fit the model: a batch of 2",
+        ),
+        (
+            "%batchsize net example=nans target=y loss=loss_fn train",
+            "the loss is nan on the first batch",
+        ),
         ("%batchsize net", "give either example="),
         ("%batchsize net example=x memory=lots", "expected a size such as 4GB"),
         ("%batchsize net example=x tolerance=1", r"tolerance must be in \[0, 1\)"),
@@ -74,7 +89,8 @@ def test_make_batch_builds_the_batches(shell, cell) -> None:
 def test_bad_input_is_one_usage_error_line_and_changes_nothing(
     shell, cell, line: str, message: str
 ) -> None:
-    cell(shell, SETUP + "scalar = torch.tensor(1.0)")
+    extra = "scalar = torch.tensor(1.0)\nscalar8 = torch.randn(10, 5)\nnans = x * float('nan')"
+    cell(shell, SETUP + extra)
     with pytest.raises(UsageError, match=message) as info:
         cell(shell, line)
     assert "\n" not in str(info.value)
@@ -111,3 +127,47 @@ def test_the_help_lists_every_option(shell) -> None:
         "out",
     ):
         assert f"\n  {option} " in text
+
+
+DIGITS = """
+import torch
+from sklearn.datasets import load_digits
+
+digits = load_digits()
+x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
+y = torch.tensor(digits.target)
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+loss_fn = torch.nn.CrossEntropyLoss()
+before = {k: v.clone() for k, v in net.state_dict().items()}
+"""
+
+
+def test_training_with_a_loss_is_efficient_and_scales_the_rate(shell, cell) -> None:
+    cell(shell, DIGITS)
+    cell(
+        shell,
+        "%batchsize net example=x target=y loss=loss_fn train lr=0.05 lr_batch=16 "
+        "noise_steps=20 max=256 set=bs out=search",
+    )
+    result = shell.user_ns["search"]
+    assert result.mode == "efficient" and "default" in result.mode_reason
+    assert shell.user_ns["bs"] == result.batch_size and result.learning_rate is not None
+    assert result.noise_scale is not None and result.noise_scale.steps == 20
+    cell(shell, UNCHANGED)
+
+
+def test_the_learning_rate_from_lr_find(shell, cell) -> None:
+    cell(shell, DIGITS)
+    cell(shell, "%lr_find net data=(x, y) loss=loss_fn batch_size=16 repeats=1 steps=30 out=found")
+    cell(
+        shell,
+        "%batchsize net example=x target=y loss=loss_fn train lr=found noise_steps=0 max=64",
+    )
+    result, found = shell.user_ns["_nbopt"], shell.user_ns["found"]
+    from nbopt.batching._efficient import scaled_learning_rate
+
+    noise = result.noise_scale.value
+    expected = scaled_learning_rate(found.suggestion, 16, result.batch_size, noise)
+    assert result.learning_rate == expected
+    cell(shell, UNCHANGED)

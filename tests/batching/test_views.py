@@ -187,3 +187,65 @@ def test_format_rate() -> None:
     assert format_rate(31250.4) == "31,250"
     assert format_rate(0.5234) == "0.523"
     assert format_rate(None) == "n/a"
+
+
+def _efficient_result() -> BatchSizeResult:
+    from nbopt.batching import NoiseScale
+
+    noise = NoiseScale(40.0, 30.0, 55.0, 0.5, 20.0, 0.4, 50, 1024, pooled=2)
+    return _result(
+        mode="efficient",
+        batch_size=32,
+        noise_scale=noise,
+        noise_scales=[noise],
+        predicted_time={16: 1.4, 32: 1.0, 64: 1.04},
+        learning_rate=0.02,
+        lr_rule="the rule",
+        warnings=["the machine was too noisy to decide: batch 16 ran at 1 then 2 samples/s"],
+    )
+
+
+def test_an_efficient_result_shows_the_noise_scale_the_times_and_the_warnings() -> None:
+    result = _efficient_result()
+    assert result.summary() == (
+        "batch size 32 at 1,960 samples/s, the shortest predicted time to a given loss; "
+        "critical batch B_noise 40 (30 to 55); the fastest in samples/s, 64, would take "
+        "1.04x as long; learning rate 0.02"
+    )
+    page = result._repr_html_()
+    assert "predicted time" in page and "1.04x" in page and "⚠ the machine was too noisy" in page
+    assert "learning rate 0.02 by the rule" in page
+    frame = result.to_dataframe()
+    assert list(frame["predicted_time"].fillna(-1)) == [1.4, 1.0, 1.04, -1, -1]
+    data = curves(result)
+    assert data.times == [(16, 1.4), (32, 1.0), (64, 1.04)]
+    titles = [axes.get_title() for axes in result.plot().axes]
+    assert titles[1] == "Predicted time to a given loss" and len(titles) == 3
+
+
+def test_the_live_views_and_tensorboard_show_the_noise_scale(tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    from nbopt.ui.views.batching import NOISE_TAG
+
+    digits = load_digits()
+    x = torch.tensor(digits.data[:512] / 16.0, dtype=torch.float32)
+    y = torch.tensor(digits.target[:512])
+    stream = io.StringIO()
+    result = find_batch_size(
+        torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10)),
+        x, target=y, loss=torch.nn.functional.cross_entropy, train=True, noise_steps=8,
+        max_batch_size=32, progress="none", logdir=tmp_path,
+        callbacks=[TextReporter(stream=stream, min_interval=0)],
+    )  # fmt: skip
+    text = stream.getvalue()
+    assert text.splitlines()[0] == "[nbopt] batch size · efficient · training on cpu"
+    assert f"noise scale B_noise {result.noise_scale.text()}" in text
+    assert "(3 measurements pooled, up to 8 steps; the choice uses it)" in text
+    assert "the shortest predicted time to a given loss" in text
+    (run,) = [path for path in tmp_path.iterdir() if path.is_dir()]
+    accumulator = EventAccumulator(str(run))
+    accumulator.Reload()
+    logged = {e.step: e.value for e in accumulator.Scalars(NOISE_TAG)}
+    each = {n.steps: n.value for n in result.noise_scales[:-1] if math.isfinite(n.value)}
+    assert logged == pytest.approx(each) and set(logged) <= {0, 2, 4, 6, 8}

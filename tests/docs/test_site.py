@@ -35,7 +35,9 @@ def _table_options(table):
     return re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)
 
 
-@pytest.mark.parametrize("magic", ["tune", "optimize", "optimize auto", "batchsize", "accelerate"])
+@pytest.mark.parametrize(
+    "magic", ["tune", "optimize", "optimize auto", "batchsize", "lr_find", "accelerate"]
+)
 def test_table_lists_every_option_of_the_schema_in_order(hook, magic):
     schema = hook.resolve(hook.OPTIONS[magic])
     assert _table_options(hook.options_table(magic)) == list(schema.options)
@@ -87,6 +89,7 @@ def test_markers_are_replaced_and_other_text_kept(hook):
         ("magics/optimize.md", "optimize"),
         ("magics/optimize-auto.md", "optimize auto"),
         ("magics/batchsize.md", "batchsize"),
+        ("magics/lr-find.md", "lr_find"),
         ("magics/accelerate.md", "accelerate"),
     ],
 )

@@ -17,6 +17,7 @@ EVENT_MODULES = [
     "nbopt.compress.auto.events",
     "nbopt.batching.events",
     "nbopt.launching.events",
+    "nbopt.learning_rate.events",
 ]
 
 

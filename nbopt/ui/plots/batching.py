@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nbopt.ui.plots import new_figure
@@ -17,6 +18,7 @@ class Curves(NamedTuple):
     rates: list[tuple[int, float]]  # (batch size, samples/s), the faster of repeated ones
     memory: list[tuple[int, float]]  # (batch size, peak MB), every measured batch size
     failed: list[tuple[int, str]]  # (batch size, status) of batch sizes that did not run
+    times: list[tuple[int, float]]  # (batch size, predicted time, 1 = shortest): efficient
 
 
 def curves(result: BatchSizeResult) -> Curves:
@@ -32,14 +34,16 @@ def curves(result: BatchSizeResult) -> Curves:
         for m in result.measurements
         if not m.ok and result.throughput(m.batch_size) is None
     )
-    return Curves(rates, sorted(memory.items()), failed)
+    return Curves(rates, sorted(memory.items()), failed, sorted(result.predicted_time.items()))
 
 
 def plot_batch_size_result(result: BatchSizeResult) -> Any:
-    """Samples per second and peak memory against the batch size (log scale)."""
+    """Samples per second and peak memory against the batch size (log scale); with
+    ``mode="efficient"``, the predicted time to a given loss in between."""
     data = curves(result)
-    figure = new_figure(figsize=(11, 3.8), layout="constrained")
-    left, right = figure.subplots(1, 2)
+    panels = 3 if data.times else 2
+    figure = new_figure(figsize=(5.5 * panels, 3.8), layout="constrained")
+    left, *middle, right = figure.subplots(1, panels)
 
     left.set_title("Throughput")
     if data.rates:
@@ -64,6 +68,8 @@ def plot_batch_size_result(result: BatchSizeResult) -> Any:
     left.set_ylabel("samples per second")
     left.set_ylim(bottom=0)
     left.legend(loc="best")
+    if middle:
+        _plot_times(middle[0], result, data)
 
     right.set_title("Peak memory of a step")
     if data.memory:
@@ -83,3 +89,20 @@ def plot_batch_size_result(result: BatchSizeResult) -> Any:
         right.text(0.5, 0.5, "peak memory is not measured on this device", ha="center")
         right.set_axis_off()
     return figure
+
+
+def _plot_times(axes: Any, result: BatchSizeResult, data: Curves) -> None:
+    sizes, times = zip(*data.times, strict=True)
+    axes.set_title("Predicted time to a given loss")
+    axes.plot(sizes, times, marker="o", color="C4", label="(B + B_noise) / samples per second")
+    axes.axhspan(1, 1 + result.tolerance, color="C2", alpha=0.12, label="within tolerance")
+    noise = result.noise_scale
+    if noise is not None and math.isfinite(noise.value):
+        axes.axvline(noise.value, color="C1", ls="--", lw=1, label=f"B_noise {noise.value:.0f}")
+    if result.batch_size is not None:
+        axes.axvline(result.batch_size, color="C2", lw=1.5, label=f"chosen: {result.batch_size}")
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xlabel("batch size")
+    axes.set_ylabel("relative to the shortest")
+    axes.legend(loc="best")

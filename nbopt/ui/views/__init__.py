@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from nbopt.events import Event
-from nbopt.ui.views import batching, launching, optimize, optimize_auto, run, tuning
+from nbopt.ui.views import batching, launching, learning_rate, optimize, optimize_auto, run, tuning
 
 if TYPE_CHECKING:
     from nbopt.ui.state import ProgressState
     from nbopt.ui.tensorboard import TensorBoardReporter
 
-_VIEWS = (run, tuning, optimize, optimize_auto, batching, launching)
+_VIEWS = (run, tuning, optimize, optimize_auto, batching, launching, learning_rate)
 
 
 def _gather(tables: list[Mapping[type, Callable[..., None]]]) -> dict[type, Callable[..., None]]:

@@ -1,9 +1,11 @@
 """How the live views and TensorBoard show a batch-size search.
 
-The live view gets one row per batch size tried and a curve of samples per second against
-log2(batch size). TensorBoard gets, in the run's directory, the scalars
+The live view gets one row per batch size tried, a curve of samples per second against
+log2(batch size), each measurement of the gradient noise scale (``mode="efficient"``) and
+each warning. TensorBoard gets, in the run's directory, the scalars
 ``batchsize/samples_per_second`` and ``batchsize/peak_memory_mb`` with the batch size as the
-step, so its charts plot both against the batch size.
+step, so its charts plot both against the batch size; ``batchsize/noise_scale`` with the
+training steps of the copy it was measured on as the step; and the warnings as text.
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ import math
 from typing import TYPE_CHECKING
 
 from nbopt.batching import BatchMeasurement
-from nbopt.batching.events import BatchSizeMeasured, BatchSizeStarted
+from nbopt.batching.events import (
+    BatchSizeMeasured,
+    BatchSizeStarted,
+    BatchSizeWarning,
+    NoiseScaleMeasured,
+)
 from nbopt.ui.state import ProgressState, Row
+from nbopt.ui.tensorboard_files import text_summary
 from nbopt.units import format_bytes, format_rate
 
 if TYPE_CHECKING:
@@ -21,6 +29,8 @@ if TYPE_CHECKING:
 
 SAMPLES_TAG = "batchsize/samples_per_second"
 MEMORY_TAG = "batchsize/peak_memory_mb"
+NOISE_TAG = "batchsize/noise_scale"
+WARNING_TAG = "batchsize/warnings"
 
 
 def _best_text(best: BatchMeasurement, mode: str) -> str:
@@ -59,6 +69,31 @@ def present_batch_size_measured(event: BatchSizeMeasured, state: ProgressState) 
     state.rows.append(Row(cells, text, important=new_best or not m.ok))
 
 
+def present_noise_scale(event: NoiseScaleMeasured, state: ProgressState) -> None:
+    noise = event.noise
+    if event.final:
+        where = (
+            f"{noise.pooled} measurements pooled, up to {noise.steps} steps"
+            if noise.pooled > 1
+            else f"after {noise.steps} steps"
+        )
+        state.note = f"critical batch size B_noise {noise.text()}, {where}"
+        text = f"noise scale B_noise {noise.text()}  ({where}; the choice uses it)"
+        state.rows.append(Row(("B_noise", noise.text(), "", "", where), text, True))
+        state.live.pop("noise", None)
+        return
+    state.live["noise"] = (
+        f"gradient noise scale after {noise.steps} training steps of a copy: "
+        f"{noise.text()} (loss {noise.loss:.3g})"
+    )
+
+
+def present_warning(event: BatchSizeWarning, state: ProgressState) -> None:
+    state.rows.append(
+        Row(("warning", event.message, "", "", ""), f"warning: {event.message}", True)
+    )
+
+
 def log_batch_size_measured(reporter: TensorBoardReporter, event: BatchSizeMeasured) -> None:
     m = event.measurement
     root = reporter.root
@@ -71,10 +106,28 @@ def log_batch_size_measured(reporter: TensorBoardReporter, event: BatchSizeMeasu
     root.flush()
 
 
+def log_noise_scale(reporter: TensorBoardReporter, event: NoiseScaleMeasured) -> None:
+    root = reporter.root
+    if root is None or event.final or math.isinf(event.noise.value):
+        return
+    root.scalar(NOISE_TAG, event.noise.value, event.noise.steps)
+    root.flush()
+
+
+def log_warning(reporter: TensorBoardReporter, event: BatchSizeWarning) -> None:
+    if reporter.root is not None:
+        reporter.root.summary(text_summary(WARNING_TAG, event.message))
+        reporter.root.flush()
+
+
 PRESENTERS = {
     BatchSizeStarted: present_batch_size_started,
     BatchSizeMeasured: present_batch_size_measured,
+    NoiseScaleMeasured: present_noise_scale,
+    BatchSizeWarning: present_warning,
 }
 LOGGERS = {
     BatchSizeMeasured: log_batch_size_measured,
+    NoiseScaleMeasured: log_noise_scale,
+    BatchSizeWarning: log_warning,
 }
