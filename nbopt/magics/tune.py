@@ -42,6 +42,9 @@ notebook at the end:
 Space functions: uniform, loguniform, quniform, qloguniform, randint, choice, normal; they
 are known inside the magic's line and cell, and elsewhere come from nbopt (for a space=NAME
 dict: from nbopt import choice, loguniform).
+Several objectives: metric=val_acc,latency mode=max,min records every metric; the result's
+front holds the non-dominated trials and result.pick(weights=...) or
+result.pick(constraint="latency <= 5") chooses one.
 The result (a TuneResult) is returned, kept in _nbopt, and in out=NAME if given.
 """
 

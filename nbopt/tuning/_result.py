@@ -279,10 +279,11 @@ class TuneResult:
         return pd.DataFrame(rows)
 
     def plot(self) -> Any:
-        """A matplotlib figure: optimisation history and parameter importance."""
-        from nbopt.ui.plots.tuning import plot_tune_result
+        """A matplotlib figure: optimisation history and parameter importance; with several
+        objectives, the trials in the plane of the first two metrics and the front."""
+        from nbopt.ui.plots.tuning import plot_front, plot_tune_result
 
-        return plot_tune_result(self)
+        return plot_front(self) if self.multi_objective else plot_tune_result(self)
 
     def summary(self) -> str:
         """``40 trials (2 failed, 5 stopped)``, saying so when the run did not complete."""

@@ -370,3 +370,14 @@ def test_scalarisation_of_known_points() -> None:
     expected = [0.5 + 0.05 * 0.5, 0.5 + 0.05 * 0.5, 0.25 + 0.05 * 0.5]
     assert scalarised(losses, np.array([0.5, 0.5])) == pytest.approx(expected)
     assert scalarised(losses, np.array([1.0, 0.0])) == pytest.approx([0.0, 1.05, 0.525])
+
+
+def test_plot_shows_every_trial_and_the_front_in_the_plane_of_the_metrics() -> None:
+    result = _tune_zdt1("auto", max_evals=12, seed=0)
+    figure = result.plot()
+    (ax,) = figure.axes
+    assert ax.get_xlabel() == "f1 (min)" and ax.get_ylabel() == "f2 (min)"
+    trials, front = (collection.get_offsets() for collection in ax.collections)
+    assert len(trials) == 12
+    expected = sorted((t.value, t.metrics["f2"]) for t in result.front)
+    assert np.allclose(sorted(map(tuple, front.tolist())), expected)
