@@ -108,6 +108,23 @@ class Enum(OptionType):
         return value
 
 
+class EnumList(OptionType):
+    """One or more of ``choices``, comma-separated: ``mode=max`` is ``"max"``, ``mode=max,min``
+    is ``("max", "min")``."""
+
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+        self.description = "|".join(choices) + "[,...]"
+
+    def parse(self, raw: str, namespace: Mapping[str, Any]) -> str | tuple[str, ...]:
+        words = tuple(word.strip() for word in unquote(raw).split(","))
+        for word in words:
+            if word not in self.choices:
+                hint = did_you_mean(word, self.choices)
+                raise ValueError(f"expected {self.description}, got {raw!r}{hint}")
+        return words[0] if len(words) == 1 else words
+
+
 class Duration(OptionType):
     """Seconds, as a number or with a unit: ``90``, ``30s``, ``5m``, ``2h``."""
 

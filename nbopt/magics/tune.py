@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from nbopt.errors import ConfigError, did_you_mean
-from nbopt.magics.option_types import Bool, Duration, Enum, Int, Name, Text, evaluate_expression
+from nbopt.magics.option_types import (
+    Bool,
+    Duration,
+    Enum,
+    EnumList,
+    Int,
+    Name,
+    Text,
+    TextList,
+    evaluate_expression,
+)
 from nbopt.magics.options import Option, Schema
 from nbopt.magics.runner import MagicCall, callable_check, common_options
 from nbopt.space import contains_dimension, is_hyperopt_expression
@@ -32,6 +42,9 @@ notebook at the end:
 Space functions: uniform, loguniform, quniform, qloguniform, randint, choice, normal; they
 are known inside the magic's line and cell, and elsewhere come from nbopt (for a space=NAME
 dict: from nbopt import choice, loguniform).
+Several objectives: metric=val_acc,latency mode=max,min records every metric; the result's
+front holds the non-dominated trials and result.pick(weights=...) or
+result.pick(constraint="latency <= 5") chooses one.
 The result (a TuneResult) is returned, kept in _nbopt, and in out=NAME if given.
 """
 
@@ -45,8 +58,19 @@ SCHEMA = Schema(
         Option("timeout", Duration(), None, "start no new trial after this long"),
         Option("algo", Enum(*_OFFERED), "auto", "search algorithm"),
         Option("seed", Int(0), None, "seed, for a reproducible sequence of trials"),
-        Option("metric", Text("name"), None, "the value to optimise: a dict key or cell variable"),
-        Option("mode", Enum("min", "max"), "min", "minimise or maximise the metric"),
+        Option(
+            "metric",
+            TextList("name[,name...]"),
+            None,
+            "the value to optimise: a dict key or cell variable; several (val_acc,latency) "
+            "for a front of trials",
+        ),
+        Option(
+            "mode",
+            EnumList("min", "max"),
+            "min",
+            "minimise or maximise the metric; one per metric (max,min), or one for all",
+        ),
         Option(
             "study",
             Text("path"),
@@ -116,9 +140,9 @@ def run(magics: Any, line: str, cell: str | None) -> Any:
     call = MagicCall(magics, SCHEMA, line, prefix="%tune" if cell is None else "%%tune")
     objective_cell = None
     with call.usage_errors():
+        metric = _one_or_many(call["metric"])
         if cell is None:
             objective, space = _line_objective(call)
-            metric = call["metric"]
         else:
             if call.parsed.positional:
                 raise call.fail(
@@ -128,20 +152,32 @@ def run(magics: Any, line: str, cell: str | None) -> Any:
             from nbopt.tuning import CellObjective
 
             source = call.shell.transform_cell(cell)
-            objective_cell = CellObjective(source, call.namespace, call["metric"])
+            objective_cell = CellObjective(source, call.namespace, metric)
             objective, space, metric = objective_cell, objective_cell.space, objective_cell.metric
     call.reject_unused(_DEPENDENT)
     from nbopt.tuning import tune
 
     callbacks = [] if objective_cell is None else [objective_cell.track_best]
     try:
-        return call.run(
-            tune, objective, space, **call.arguments(metric=metric, callbacks=callbacks)
-        )
+        arguments = call.arguments(metric=metric, callbacks=callbacks)
+        arguments["mode"] = _one_or_many(call["mode"])
+        return call.run(tune, objective, space, **arguments)
     finally:
-        if objective_cell is not None and call.result is not None:
+        # Several objectives have no best trial: the notebook gets no trial's variables.
+        if (
+            objective_cell is not None
+            and call.result is not None
+            and not call.result.multi_objective
+        ):
             best = call.result.best_trial
             objective_cell.publish(best.number if best else None, best.params if best else None)
+
+
+def _one_or_many(words: str | tuple[str, ...] | None) -> str | list[str] | None:
+    """``metric=``/``mode=`` as the Python API takes them: one name, or a list of several."""
+    if words is None or isinstance(words, str):
+        return words
+    return words[0] if len(words) == 1 else list(words)
 
 
 def _line_objective(call: MagicCall) -> tuple[Any, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from nbopt.errors import ConfigError
@@ -67,8 +67,8 @@ def tune(
     timeout: float | None = None,
     algo: str | Algorithm = "auto",
     seed: int | None = None,
-    metric: str | None = None,
-    mode: str = "min",
+    metric: str | Sequence[str] | None = None,
+    mode: str | Sequence[str] = "min",
     study: str | os.PathLike[str] | None = None,
     restart: bool = False,
     deterministic: bool = True,
@@ -101,8 +101,14 @@ def tune(
             search).
         seed: Seed of the search's random choices, for a reproducible sequence of trials.
         metric: Key of the value to optimise in a dict result (default ``"loss"``, or its only
-            number).
-        mode: ``"min"`` or ``"max"``.
+            number); or a list of keys for several objectives (``["val_acc", "latency"]``):
+            the objective then returns a dict holding every one (a trial missing one fails),
+            and the result has a front of non-dominated trials instead of a best one
+            (:attr:`TuneResult.front`, :meth:`TuneResult.pick`). The proposers learn from a
+            random augmented Chebyshev scalarisation of the metrics (ParEGO), with a new
+            weight vector for each proposal.
+        mode: ``"min"`` or ``"max"``; with several metrics, one per metric (``["max",
+            "min"]``), or one string for all.
         study: File that keeps every trial (a journal of JSON lines); an existing study is
             continued. Any number of processes, on one machine or several sharing the disk,
             can run one study at once: trial numbers stay unique, each sees the others'

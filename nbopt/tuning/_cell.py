@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import itertools
 import linecache
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from typing import Any, NoReturn
 
 from nbopt.errors import ConfigError, did_you_mean
@@ -29,7 +29,10 @@ class CellObjective:
     """A cell's code, split into its dimensions and the code one trial runs."""
 
     def __init__(
-        self, source: str, namespace: MutableMapping[str, Any], metric: str | None
+        self,
+        source: str,
+        namespace: MutableMapping[str, Any],
+        metric: str | Sequence[str] | None,
     ) -> None:
         self.namespace = namespace
         try:
@@ -49,7 +52,8 @@ class CellObjective:
                 "found no search dimension in the cell; assign them at the top level, "
                 "e.g. lr = loguniform(1e-4, 1e-1)"
             )
-        self.metric = metric
+        # Several objectives: the cell assigns each metric's variable.
+        self.metric = metric if metric is None or isinstance(metric, str) else tuple(metric)
         metric_expression = None
         if metric is None:
             if not body or not isinstance(body[-1], ast.Expr):
@@ -127,8 +131,14 @@ class CellObjective:
             exec(self._code, trial_namespace)
             if self._metric_code is not None:
                 value = eval(self._metric_code, trial_namespace)
+            elif isinstance(self.metric, tuple):
+                for name in self.metric:
+                    if name not in trial_namespace:
+                        self._missing_metric(name, trial_namespace, params)
+                self._metric_seen = True
+                return {name: trial_namespace[name] for name in self.metric}
             elif self.metric not in trial_namespace:
-                self._missing_metric(trial_namespace, params)
+                self._missing_metric(self.metric, trial_namespace, params)
             else:
                 value = trial_namespace[self.metric]
                 self._metric_seen = True
@@ -141,11 +151,13 @@ class CellObjective:
             }
         return value if self.metric is None else {self.metric: value}
 
-    def _missing_metric(self, namespace: dict[str, Any], params: dict[str, Any]) -> NoReturn:
+    def _missing_metric(
+        self, metric: str, namespace: dict[str, Any], params: dict[str, Any]
+    ) -> NoReturn:
         """The cell ran but did not assign the metric: on the first trial, the search stops
         (every trial would fail the same way); later, only this trial fails."""
         if self._metric_seen:
-            raise NameError(f"the cell did not assign the metric {self.metric!r}")
+            raise NameError(f"the cell did not assign the metric {metric!r}")
         assigned = sorted(
             key
             for key, item in namespace.items()
@@ -153,11 +165,9 @@ class CellObjective:
             and key != "__builtins__"
             and (key not in self.namespace or self.namespace[key] is not item)
         )
-        hint = did_you_mean(str(self.metric), assigned)
+        hint = did_you_mean(metric, assigned)
         listed = f"; it assigned {', '.join(assigned)}" if assigned else ""
-        raise StopSearch(
-            f"metric={self.metric}: the cell ran but did not assign {self.metric}{hint}{listed}"
-        )
+        raise StopSearch(f"metric={metric}: the cell ran but did not assign {metric}{hint}{listed}")
 
     def track_best(self, event: Event) -> None:
         """Event callback: keep what the best trial assigned (only the best, to free memory)."""

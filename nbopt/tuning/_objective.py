@@ -69,9 +69,11 @@ def bind_objective(fn: Callable[..., Any], keys: Iterable[str] | None) -> Callab
     )
 
 
-def settle(trial: Trial, returned: Any, metric: str | None) -> None:
+def settle(trial: Trial, returned: Any, metric: str | tuple[str, ...] | None) -> None:
     """Set ``trial``'s value and status from what the objective returned: ``ok``, or
-    ``failed`` with a one-line error (and no traceback: nbopt's frames would be all of it)."""
+    ``failed`` with a one-line error (and no traceback: nbopt's frames would be all of it).
+    ``metric`` is a tuple of names for several objectives: the first is the value, the others
+    go into ``metrics``, and a result missing any of them fails the trial."""
     try:
         trial.value, extras = read_metric(returned, metric)
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
@@ -83,14 +85,19 @@ def settle(trial: Trial, returned: Any, metric: str | None) -> None:
     trial.status = TrialState.OK
 
 
-def read_metric(result: Any, metric: str | None) -> tuple[float, dict[str, float]]:
+def read_metric(
+    result: Any, metric: str | tuple[str, ...] | None
+) -> tuple[float, dict[str, float]]:
     """The objective's value and its other numeric outputs.
 
     A number (Python, NumPy or a one-element tensor) is the value. A dict holds it under
-    ``metric``, or under ``"loss"``, or as its only number. Raises ValueError, TypeError or
-    KeyError, which fail the trial, for anything else or for NaN/inf; the message says in one
-    line what the objective returned.
+    ``metric``, or under ``"loss"``, or as its only number. With several metrics (a tuple),
+    the result must be a dict holding every one: the first is the value. Raises ValueError,
+    TypeError or KeyError, which fail the trial, for anything else or for NaN/inf; the message
+    says in one line what the objective returned.
     """
+    if isinstance(metric, tuple):
+        return _read_metrics(result, metric)
     extras: dict[str, float] = {}
     if isinstance(result, dict):
         if result.get("status") == "fail":
@@ -121,6 +128,28 @@ def read_metric(result: Any, metric: str | None) -> tuple[float, dict[str, float
             raise TypeError(f"objective returned {_described(result)}, expected {expected}")
     if not math.isfinite(value):
         raise ValueError(f"objective returned {value}")
+    return value, extras
+
+
+def _read_metrics(result: Any, names: tuple[str, ...]) -> tuple[float, dict[str, float]]:
+    """Every metric of a multi-objective trial: the first, and the numbers of the dict."""
+    listed = ", ".join(repr(name) for name in names)
+    if not isinstance(result, dict):
+        raise TypeError(
+            f"objective returned {_described(result)}, expected a dict holding {listed}"
+        )
+    value, extras = read_metric(result, names[0])
+    for name in names[1:]:
+        if name not in result:
+            raise KeyError(
+                f"objective returned no {name!r} (the metrics are {listed}); "
+                f"its keys are {sorted(map(str, result))}"
+            )
+        number = extras.get(name)
+        if number is None:
+            raise TypeError(f"objective's {name!r} is not a number: {_described(result[name])}")
+        if not math.isfinite(number):
+            raise ValueError(f"objective returned {name}={number}")
     return value, extras
 
 

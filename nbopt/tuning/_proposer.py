@@ -19,6 +19,7 @@ from hyperopt import base, pyll, rand
 from nbopt.space import fingerprint, grid_points, grid_size, to_hyperopt
 from nbopt.tuning._algorithms import Algorithm, SearchContext, trial_doc
 from nbopt.tuning._configuration import Codec
+from nbopt.tuning._objectives import Objectives, random_weights, scalarised
 from nbopt.tuning._trial import Trial
 
 # Proposals asked of the algorithm for an unseen configuration before falling back to random
@@ -48,6 +49,7 @@ class Proposer:
         seed: int | None,
         deterministic: bool,
         mode: str,
+        objectives: Objectives | None = None,
     ) -> None:
         self.algo = algorithm.name
         self._space = space
@@ -55,6 +57,7 @@ class Proposer:
         self.deterministic = deterministic
         self._seed = seed
         self._sign = 1.0 if mode == "min" else -1.0
+        self._objectives = objectives
         hp_space = to_hyperopt(space)
         self.fingerprint = fingerprint(hp_space)
         self._domain = base.Domain(_not_called, hp_space)
@@ -129,6 +132,8 @@ class Proposer:
             elif self._seed is not None and self._restored:
                 entropy = [self._seed, self._restored]
             self._rng = np.random.default_rng(entropy)
+        if self._objectives is not None:
+            self._scalarise(self._rng)
         for attempt in range(_TOTAL_ATTEMPTS):
             tid = self._trials.new_trial_ids(1)
             self._trials.refresh()
@@ -174,9 +179,26 @@ class Proposer:
         else:
             self._seen.discard(identity(proposal.vals))
 
+    def _scalarise(self, rng: np.random.Generator) -> None:
+        """Several objectives: give every finished trial, as its loss, ParEGO's augmented
+        Chebyshev scalarisation of its normalised objectives under a weight vector drawn anew
+        for this proposal, so that successive proposals aim at different parts of the front."""
+        assert self._objectives is not None
+        weights = random_weights(len(self._objectives.names), rng)
+        docs = [doc for doc in self._trials.trials if "losses" in doc["result"]]
+        if not docs:
+            return
+        losses = np.array([doc["result"]["losses"] for doc in docs], dtype=float)
+        for doc, loss in zip(docs, scalarised(losses, weights), strict=True):
+            doc["result"]["loss"] = float(loss)
+
     def _filled(self, doc: dict[str, Any], trial: Trial) -> dict[str, Any]:
         """Hyperopt's document for ``doc`` completed with the outcome of ``trial``."""
-        if trial.usable:
+        losses = self._objectives.losses(trial) if self._objectives is not None else None
+        if losses is not None:
+            # The loss is set from these before each proposal (``_scalarise``).
+            doc["result"] = {"status": base.STATUS_OK, "loss": 0.0, "losses": list(losses)}
+        elif trial.usable and self._objectives is None:
             doc["result"] = {"status": base.STATUS_OK, "loss": self._sign * trial.value}
         else:
             doc["result"] = {"status": base.STATUS_FAIL}

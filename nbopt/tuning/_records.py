@@ -30,7 +30,11 @@ ACTIVE_SEARCHES: set[str] = set()
 
 @dataclass
 class StudyHeader:
-    """What a study was made with; a resumed search must match it."""
+    """What a study was made with; a resumed search must match it.
+
+    With several objectives, ``metrics`` and ``modes`` list them all (``metric`` and ``mode``
+    are the first); a single-objective study leaves them empty and writes no such fields.
+    """
 
     metric: str
     mode: str
@@ -38,9 +42,13 @@ class StudyHeader:
     created: float = field(default_factory=time.time)
     backend: str = "local"
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    metrics: tuple[str, ...] = ()
+    modes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, **self.__dict__}
+        fields = {key: value for key, value in self.__dict__.items() if key not in _SEVERAL}
+        several = {key: list(getattr(self, key)) for key in _SEVERAL if getattr(self, key)}
+        return {"format": FORMAT, "version": VERSION, **fields, **several}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], version: int) -> StudyHeader:
@@ -60,7 +68,23 @@ class StudyHeader:
             backend=_text(data, "backend", "local"),
         )
         header.id = _text(data, "id") if version == VERSION else ""
+        header.metrics = _texts(data, "metrics")
+        header.modes = _texts(data, "modes")
+        if len(header.metrics) != len(header.modes) or not set(header.modes) <= {"min", "max"}:
+            raise ValueError(
+                f"'metrics' {list(header.metrics)} and 'modes' {list(header.modes)} do not match"
+            )
         return header
+
+
+_SEVERAL = ("metrics", "modes")
+
+
+def _texts(data: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = data.get(key, [])
+    if type(value) is not list or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{key!r} must be a list of strings, got {value!r}")
+    return tuple(value)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbopt.errors import ConfigError
+from nbopt.errors import ConfigError, did_you_mean
+from nbopt.tuning._objectives import Constraint, Objectives, front
 from nbopt.tuning._trial import Trial, TrialState
 from nbopt.ui import format as fmt
 from nbopt.ui.format import param_items
@@ -37,6 +38,8 @@ class TuneResult:
         study: Path of the study file, if the search was named.
         algo: The search algorithm.
         space: The search space, which the what-if model needs (:func:`nbopt.tune` sets it).
+        objectives: With several objectives, each metric and its mode (``"min"``/``"max"``),
+            in order; empty for one. ``metric`` and ``mode`` are then the first.
     """
 
     trials: list[Trial]
@@ -46,6 +49,7 @@ class TuneResult:
     study: str | None = None
     algo: str = ""
     space: Any = field(default=None, repr=False, compare=False)
+    objectives: dict[str, str] = field(default_factory=dict)
     # Runs a setting (Hyperopt's encoding) as one more trial of the search; set by nbopt.tune
     # while the objective is at hand.
     _runner: Callable[[dict[str, Any]], Trial] | None = field(
@@ -57,18 +61,113 @@ class TuneResult:
 
     @property
     def best_trial(self) -> Trial | None:
+        """The best trial (None if no trial succeeded).
+
+        Raises:
+            ConfigError: with several objectives, where no trial is best (see :attr:`front`
+                and :meth:`pick`).
+        """
+        self._one_objective("best_trial")
         return best_trial(self.trials, self.mode)
 
     @property
     def best_params(self) -> Any:
-        """The parameters of the best trial (None if no trial succeeded)."""
+        """The parameters of the best trial (None if no trial succeeded); raises ConfigError
+        with several objectives."""
+        self._one_objective("best_params")
         best = self.best_trial
         return None if best is None else best.params
 
     @property
     def best_value(self) -> float | None:
+        """The value of the best trial (None if no trial succeeded); raises ConfigError with
+        several objectives."""
+        self._one_objective("best_value")
         best = self.best_trial
         return None if best is None else best.value
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def _one_objective(self, what: str) -> None:
+        if self.multi_objective:
+            raise ConfigError(
+                f"{what} is not defined for several objectives ({', '.join(self.objectives)}): "
+                "result.front holds the non-dominated trials, and result.pick(weights=...) or "
+                "result.pick(constraint='...') chooses one"
+            )
+
+    def _objectives(self) -> Objectives:
+        if not self.multi_objective:
+            raise ConfigError(
+                f"front and pick() are for several objectives; this search optimised one "
+                f"({self.metric}): use best_trial"
+            )
+        return Objectives(tuple(self.objectives), tuple(self.objectives.values()))
+
+    @property
+    def front(self) -> list[Trial]:
+        """The usable trials that no other trial dominates (at least as good in every
+        metric and better in one), in trial order. Several objectives only.
+
+        Example:
+            >>> import nbopt
+            >>> result = nbopt.tune(lambda x: {"a": x, "b": (x - 1) ** 2},
+            ...                     {"x": nbopt.uniform(0, 1)}, metric=["a", "b"], max_evals=8,
+            ...                     seed=0, progress="none", logdir=None)
+            >>> all(0 <= t.params["x"] <= 1 for t in result.front)
+            True
+        """
+        return front(self.trials, self._objectives())
+
+    def pick(
+        self, *, weights: dict[str, float] | None = None, constraint: str | None = None
+    ) -> Trial:
+        """One trial of a multi-objective search, chosen by ``weights`` or by ``constraint``.
+
+        Args:
+            weights: Metric -> weight: the trial with the highest weighted sum of its metrics
+                (a metric to minimise takes a negative weight, e.g.
+                ``{"val_acc": 1, "latency": -0.1}``); metrics left out weigh 0.
+            constraint: ``"latency <= 5"`` (``<=``, ``>=``, ``<``, ``>``, ``==``): among the
+                trials meeting it, the best on the first metric (ties: on the next ones).
+
+        Raises:
+            ConfigError: neither or both given, an unknown metric, a constraint no trial
+                meets, or no usable trial.
+        """
+        objectives = self._objectives()
+        if (weights is None) == (constraint is None):
+            raise ConfigError("pick() needs weights={metric: weight} or constraint='metric <= x'")
+        usable = [(t, values) for t in self.trials if (values := objectives.values(t))]
+        if not usable:
+            raise ConfigError("no trial of this search has a value of every metric")
+        names = list(objectives.names)
+        if weights is not None:
+            self._check_metrics(weights, names)
+            factor = [float(weights.get(name, 0.0)) for name in names]
+            return max(usable, key=lambda tv: (_dot(factor, tv[1]), -tv[0].number))[0]
+        rule = Constraint.parse(constraint)  # type: ignore[arg-type]
+        self._check_metrics([rule.metric], names)
+        index = names.index(rule.metric)
+        meeting = [(t, values) for t, values in usable if rule.holds(values[index])]
+        if not meeting:
+            seen = [values[index] for _, values in usable]
+            raise ConfigError(
+                f"no trial meets {constraint!r}: {rule.metric} ranged from "
+                f"{fmt.number(min(seen))} to {fmt.number(max(seen))}"
+            )
+        # Ties on the first metric go to the better on the next ones: never a dominated trial.
+        return min(meeting, key=lambda tv: (objectives.losses(tv[0]), tv[0].number))[0]
+
+    def _check_metrics(self, given: Any, names: list[str]) -> None:
+        for name in given:
+            if name not in names:
+                hint = did_you_mean(str(name), names)
+                raise ConfigError(
+                    f"unknown metric {name!r}{hint}; the metrics are {', '.join(names)}"
+                )
 
     @property
     def n_failed(self) -> int:
@@ -83,6 +182,11 @@ class TuneResult:
         """
         from nbopt.tuning._whatif import WhatIfModel
 
+        if self.multi_objective:
+            raise ConfigError(
+                "the what-if model predicts one metric; it is not available for a search "
+                f"of several objectives ({', '.join(self.objectives)})"
+            )
         if self.space is None:
             raise ConfigError(
                 "this result does not hold its search space: set result.space to the space "
@@ -152,9 +256,12 @@ class TuneResult:
         return WhatIfExplorer(self)
 
     def to_dataframe(self) -> Any:
-        """One row per trial: number, status, value, duration, ``params_<name>``, error."""
+        """One row per trial: number, status, value, duration, ``params_<name>``,
+        ``metrics_<name>``, error; with several objectives ``value`` is the first metric, the
+        others are ``metrics_<name>``, and ``front`` says whether the trial is on the front."""
         import pandas as pd
 
+        on_front = {t.number for t in self.front} if self.multi_objective else None
         rows = []
         for trial in self.trials:
             row: dict[str, Any] = {
@@ -165,15 +272,18 @@ class TuneResult:
             }
             row.update({f"params_{k}": v for k, v in param_items(trial.params).items()})
             row.update({f"metrics_{k}": v for k, v in trial.metrics.items()})
+            if on_front is not None:
+                row["front"] = trial.number in on_front
             row["error"] = trial.error
             rows.append(row)
         return pd.DataFrame(rows)
 
     def plot(self) -> Any:
-        """A matplotlib figure: optimisation history and parameter importance."""
-        from nbopt.ui.plots.tuning import plot_tune_result
+        """A matplotlib figure: optimisation history and parameter importance; with several
+        objectives, the trials in the plane of the first two metrics and the front."""
+        from nbopt.ui.plots.tuning import plot_front, plot_tune_result
 
-        return plot_tune_result(self)
+        return plot_front(self) if self.multi_objective else plot_tune_result(self)
 
     def summary(self) -> str:
         """``40 trials (2 failed, 5 stopped)``, saying so when the run did not complete."""
@@ -189,7 +299,14 @@ class TuneResult:
             return f"ended by an error after {text}"
         return text
 
+    def _front_text(self) -> str:
+        front = self.front
+        names = ", ".join(f"{name} ({mode})" for name, mode in self.objectives.items())
+        return f"{len(front)} trials on the front of {names}"
+
     def __repr__(self) -> str:
+        if self.multi_objective:
+            return f"<TuneResult {self.summary()}; {self._front_text()}>"
         best = self.best_trial
         if best is None:
             return f"<TuneResult {self.summary()}, no successful trial>"
@@ -202,10 +319,21 @@ class TuneResult:
         printer.text(repr(self))
 
     def _repr_html_(self) -> str:
-        best = self.best_trial
         title = f"<b>TuneResult</b> · {html.escape(self.summary())}"
         if self.algo:
             title += f" · algo={html.escape(self.algo)}"
+        if self.multi_objective:
+            objectives = self._objectives()
+            rows = [
+                (t.number, *(objectives.values(t) or ()), fmt.params(param_items(t.params), 60))
+                for t in self.front
+            ]
+            header = ["trial", *self.objectives, "params"]
+            return (
+                f"<div>{title}<br>{html.escape(self._front_text())}"
+                f"{fmt.html_table(header, rows)}</div>"
+            )
+        best = self.best_trial
         if best is None:
             return f"<div>{title}<br>no successful trial</div>"
         params = fmt.html_table(["parameter", "best value"], param_items(best.params).items())
@@ -219,3 +347,7 @@ class TuneResult:
             f"{params}<details><summary>last trials</summary>"
             f"{fmt.html_table(['trial', 'status', 'value', 'params'], recent)}</details></div>"
         )
+
+
+def _dot(weights: list[float], values: tuple[float, ...]) -> float:
+    return sum(w * v for w, v in zip(weights, values, strict=True))

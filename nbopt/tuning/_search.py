@@ -19,7 +19,7 @@ import gc
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from nbopt.events import EventBus, RunFinished, RunStarted, StepReported
 from nbopt.tuning._algorithms import Algorithm, get_algorithm
 from nbopt.tuning._errors import AllTrialsFailed, StopSearch, StudyWriteError
 from nbopt.tuning._objective import settle
+from nbopt.tuning._objectives import Front, Objectives
 from nbopt.tuning._proposer import Proposal, Proposer, identity
 from nbopt.tuning._records import ACTIVE_SEARCHES, StudyHeader
 from nbopt.tuning._result import TuneResult
@@ -57,8 +58,8 @@ class Search:
         max_evals: int | None = None,
         timeout: float | None = None,
         seed: int | None = None,
-        metric: str | None = None,
-        mode: str = "min",
+        metric: str | Sequence[str] | None = None,
+        mode: str | Sequence[str] = "min",
         study: str | Path | None = None,
         restart: bool = False,
         deterministic: bool = True,
@@ -66,8 +67,12 @@ class Search:
         name: str = "",
         backend: str = "local",
     ) -> None:
-        if mode not in ("min", "max"):
-            raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.objectives = Objectives.parse(metric, mode)
+        if self.objectives is not None:
+            metric, mode = self.objectives.names, self.objectives.modes[0]
+        elif not isinstance(metric, (str, type(None))):
+            metric = metric[0]
+        mode = mode if isinstance(mode, str) else mode[0]
         if max_evals is not None and max_evals < 1:
             raise ConfigError(f"max_evals must be at least 1, got {max_evals}")
         if timeout is not None and not timeout > 0:
@@ -80,6 +85,13 @@ class Search:
         algorithm = get_algorithm(algo)
         self.algo = algorithm.name
         self.stop = stop or StopSettings()
+        if self.objectives is not None and self.stop.name != "none":
+            raise ConfigError(
+                "stop= judges one metric, so it does not run with several objectives; "
+                "leave stop= out or optimise one metric"
+            )
+        if self.objectives is not None and backend != "local":
+            raise ConfigError("several objectives run on the local backend, not on Ray")
         self.stopper = self.stop.stopper(mode)
         self.proposer = Proposer(
             space,
@@ -88,6 +100,7 @@ class Search:
             seed=seed,
             deterministic=deterministic,
             mode=mode,
+            objectives=self.objectives,
         )
         size = self.proposer.size
         if max_evals is None and timeout is None:
@@ -102,17 +115,27 @@ class Search:
         self.trials: list[Trial] = []
         self._numbers: set[int] = set()
         self.n_finished = self._n_failed = 0
-        self.best: Trial | None = None
+        self.best: Trial | None = None  # with several objectives: None, and ``front``
+        self.front = Front(self.objectives) if self.objectives is not None else None
         self.status = "running"
         self.header = StudyHeader(
-            metric=metric or "value", mode=mode, space=self.proposer.fingerprint, backend=backend
+            metric=self.metric_name, mode=mode, space=self.proposer.fingerprint, backend=backend
         )
+        if self.objectives is not None:
+            self.header.metrics, self.header.modes = self.objectives.names, self.objectives.modes
         self._own: set[int] = set()  # trials this search claimed and has not recorded
         self._last_number = -1
         self._token = uuid.uuid4().hex[:12]
         self._study = Study(study, self.header, self._token) if study is not None else None
         self.resumed = self._open_study(restart) if self._study is not None else 0
         self._started = time.perf_counter()
+
+    @property
+    def metric_name(self) -> str:
+        """The metric's name (the first one, with several objectives)."""
+        if self.objectives is not None:
+            return self.objectives.names[0]
+        return self.metric or "value"
 
     @property
     def result(self) -> TuneResult:
@@ -123,6 +146,9 @@ class Search:
             status=self.status,
             study=str(self._study.path) if self._study else None,
             algo=self.algo,
+            objectives=dict(zip(self.objectives.names, self.objectives.modes, strict=True))
+            if self.objectives is not None
+            else {},
         )
 
     # -- bookkeeping shared by the backends ---------------------------------------------------
@@ -141,11 +167,16 @@ class Search:
                 metric=self.header.metric,
                 mode=self.mode,
                 name=self.name,
-                columns=("trial", self.header.metric, "best", "params", "time"),
+                columns=self._columns(),
                 config={"algo": self.algo, "backend": backend, "stop": self.stop.name},
                 notes=tuple(self.notes),
             )
         )
+
+    def _columns(self) -> tuple[str, ...]:
+        if self.objectives is not None:
+            return ("trial", ", ".join(self.objectives.names), "front", "params", "time")
+        return ("trial", self.header.metric, "best", "params", "time")
 
     def budget_left(self) -> int | None:
         """Trials that may still start besides those this search runs (None: no limit but the
@@ -223,7 +254,10 @@ class Search:
                     f"{exc.summary}; the search stopped: trial {trial.number} and every trial "
                     "before it are in its result, and the study keeps those saved earlier"
                 )
-        self.bus.emit(TrialFinished(trial, self.best, self.n_finished, self._n_failed))
+        several = {}
+        if self.objectives is not None and self.front is not None:
+            several = {"objectives": self.objectives.names, "front": tuple(self.front.trials)}
+        self.bus.emit(TrialFinished(trial, self.best, self.n_finished, self._n_failed, **several))
         if failure is not None:
             raise failure
 
@@ -277,7 +311,9 @@ class Search:
         if trial.finished:
             self.n_finished += 1
             self._n_failed += trial.status == TrialState.FAILED
-        if trial.usable and (
+        if self.front is not None:
+            self.front.add(trial)
+        elif trial.usable and (
             self.best is None or self._signed(trial.value) < self._signed(self.best.value)
         ):
             self.best = trial
@@ -415,7 +451,9 @@ def _bulk_loading() -> Iterator[None]:
 
 def _summary(search: Search, seconds: float) -> str:
     text = f"{search.result.summary()} in {seconds:.1f} s"
-    if search.best is not None:
+    if search.front is not None:
+        text += f"; {len(search.front.trials)} trials on the front"
+    elif search.best is not None:
         text += (
             f"; best {search.header.metric} {search.best.value:.6g} at trial {search.best.number}"
         )

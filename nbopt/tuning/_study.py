@@ -213,6 +213,8 @@ class Study:
             raise ValueError(f"unknown record {event!r}")
 
     def _check_compatible(self, saved: StudyHeader) -> None:
+        if saved.metrics or self.header.metrics:
+            self._check_objectives(saved)
         for attribute, what in (("metric", "metric"), ("mode", "mode"), ("space", "search space")):
             before, now = getattr(saved, attribute), getattr(self.header, attribute)
             if now and before != now:  # an empty space: not known yet (check_study)
@@ -221,6 +223,22 @@ class Study:
                     f"study {self.path} was made with a different {what}{detail}; "
                     "pass restart=True to start it over, or use another study path"
                 )
+
+    def _check_objectives(self, saved: StudyHeader) -> None:
+        """Several objectives: the same metrics, in the same order, with the same modes."""
+
+        def described(header: StudyHeader) -> str:
+            if not header.metrics:
+                return f"one metric, {header.metric} ({header.mode})"
+            pairs = zip(header.metrics, header.modes, strict=True)
+            return ", ".join(f"{name} ({mode})" for name, mode in pairs)
+
+        before, now = described(saved), described(self.header)
+        if before != now:
+            raise ConfigError(
+                f"study {self.path} was made with the metrics {before}, not {now}; "
+                "pass restart=True to start it over, or use another study path"
+            )
 
     def _forget(self) -> None:
         self.running.clear()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nbopt.events import Event
@@ -19,9 +19,16 @@ class TrialStarted(Event):
 
 @dataclass(frozen=True)
 class TrialFinished(Event):
-    """A trial ended (``trial.status`` says how); ``best`` is the best trial so far."""
+    """A trial ended (``trial.status`` says how); ``best`` is the best trial so far.
+
+    With several objectives, ``objectives`` names the metrics (the first is ``trial.value``,
+    the others are in ``trial.metrics``), ``best`` is None and ``front`` holds the
+    non-dominated trials so far.
+    """
 
     trial: Trial
     best: Trial | None
     n_complete: int
     n_failed: int
+    objectives: tuple[str, ...] = field(default=(), kw_only=True)
+    front: tuple[Trial, ...] = field(default=(), kw_only=True)

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 from IPython.core.error import UsageError
 
-from nbopt import TuneError
+from nbopt import ConfigError, TuneError
 from nbopt.tuning import TuneResult
 
 QUIET = "progress=none logdir=none"
@@ -463,3 +463,67 @@ def test_keyboard_interrupt_in_a_line_objective(ip, nb) -> None:
         nb(f"%tune slow lr=uniform(0, 1) max_evals=5 {QUIET}")
     stored = ip.user_ns["_nbopt"]
     assert [t.status for t in stored.trials] == ["ok", "interrupted"]
+
+
+# --- several objectives ----------------------------------------------------------------------
+
+MULTI_SETUP = """
+import math
+
+def zdt(x1, x2):
+    g = 1 + 9 * x2
+    return {"f1": x1, "f2": g * (1 - math.sqrt(x1 / g)), "acc": 1 - x1}
+"""
+
+
+def test_line_form_with_several_metrics_and_modes(ip, nb) -> None:
+    nb(MULTI_SETUP)
+    q = QUIET
+    result = nb(f"""
+        %tune zdt x1=uniform(0,1) x2=uniform(0,1) metric=acc,f2 mode=max,min max_evals=10 seed=0 {q}
+    """)
+    assert ip.user_ns["_nbopt"] is result
+    assert result.objectives == {"acc": "max", "f2": "min"}
+    assert len(result.trials) == 10 and all("f2" in t.metrics for t in result.trials)
+    assert result.front and result.pick(constraint="f2 <= 100") in result.front
+    with pytest.raises(ConfigError, match=r"result\.front"):
+        _ = result.best_params
+
+
+def test_mode_of_the_wrong_length_is_a_usage_error_before_any_trial(ip, nb) -> None:
+    nb(MULTI_SETUP)
+    nb("zdt_calls = []\ndef counted(x1, x2):\n    zdt_calls.append(x1)\n    return zdt(x1, x2)")
+    for line, message in [
+        ("metric=f1,f2 mode=max,min,min", r"mode= gives 3 directions for 2 metrics \(f1, f2\)"),
+        ("metric=f1,f2 mode=max,down", r"mode=: expected min\|max\[,\.\.\.\], got 'max,down'"),
+    ]:
+        with pytest.raises(UsageError, match=message) as info:
+            nb(f"%tune counted x1=uniform(0, 1) x2=uniform(0, 1) {line} {QUIET}")
+        assert str(info.value).startswith("%tune") and "\n" not in str(info.value)
+    assert ip.user_ns["zdt_calls"] == []
+
+
+def test_cell_form_with_several_metrics(ip, nb) -> None:
+    result = nb(f"""
+        %%tune max_evals=8 seed=0 metric=acc,size mode=max,min {QUIET}
+        width = choice(8, 16, 32, 64)
+        depth = randint(1, 4)
+        size = width * depth
+        acc = 1 - 1 / size
+    """)
+    assert result.objectives == {"acc": "max", "size": "min"}
+    assert all(t.metrics["size"] == t.params["width"] * t.params["depth"] for t in result.trials)
+    assert all(t.value == pytest.approx(1 - 1 / t.metrics["size"]) for t in result.trials)
+    # No trial is the best: no trial's variables are put into the notebook.
+    assert "size" not in ip.user_ns and "width" not in ip.user_ns
+
+
+def test_a_cell_that_never_assigns_one_of_its_metrics_stops_at_the_first_trial(ip, nb) -> None:
+    with pytest.raises(UsageError, match=r"metric=size: the cell ran but did not assign size"):
+        nb(f"""
+            %%tune max_evals=20 metric=acc,size {QUIET}
+            lr = uniform(0, 1)
+            calls.append(lr)
+            acc = lr
+        """)
+    assert len(ip.user_ns["calls"]) == 1

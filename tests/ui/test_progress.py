@@ -292,3 +292,24 @@ def test_choice_space_in_text_lines() -> None:
         callbacks=[TextReporter(stream=stream, min_interval=0)],
     )
     assert re.search(r"act=(relu|tanh)", stream.getvalue())
+
+
+def test_widget_reporter_draws_the_front_of_several_objectives(widget_views) -> None:
+    """With several objectives the headline counts the front, the table shows every metric and
+    the picture is the trials in the plane of the two metrics with the front as a line."""
+    result = nbopt.tune(
+        lambda x: {"a": x, "b": (1 - x) ** 2},
+        {"x": uniform(0, 1)},
+        metric=["a", "b"],
+        max_evals=6,
+        seed=0,
+        progress="widget",
+        logdir=None,
+    )
+    view = widget_views[0]
+    assert view.bar.value == 6 and view.bar.bar_style == "success"
+    assert f"{len(result.front)} trials on the front of a, b" in view.headline.value
+    assert "a=" in view.table.value and "b=" in view.table.value
+    assert "front: b (up) against a (across)" in view.curve.value
+    assert view.curve.value.count("<circle") == 6
+    assert "<polyline" in view.curve.value

@@ -204,3 +204,39 @@ def test_default_logdir_and_run_name(tmp_path: Path, monkeypatch) -> None:
     assert len(runs) == 1
     assert runs[0].name.startswith("tune-")
     assert len([p for p in runs[0].iterdir() if p.is_dir()]) == 2
+
+
+def test_several_objectives_log_every_metric_and_the_front(tmp_path: Path) -> None:
+    """The root run holds each metric and the size of the front per trial; each trial run
+    holds each metric, beside its HParams."""
+    outcomes = iter([(0.5, 3.0), (0.7, 4.0), (0.4, 5.0), "fail", (0.9, 2.0)])
+
+    def objective(x):
+        outcome = next(outcomes)
+        if outcome == "fail":
+            raise RuntimeError("no")
+        return {"acc": outcome[0], "latency": outcome[1], "other": 1.0}
+
+    result = _run(
+        tmp_path,
+        objective,
+        {"x": uniform(0, 1)},
+        max_evals=5,
+        metric=["acc", "latency"],
+        mode=["max", "min"],
+    )
+    root = _load(tmp_path / "tb" / "mlp")
+    assert set(root.Tags()["scalars"]) == {"acc", "latency", "front_size"}
+    assert [step for step, _ in _scalars(root, "acc")] == [0, 1, 2, 4]
+    assert [v for _, v in _scalars(root, "acc")] == pytest.approx([0.5, 0.7, 0.4, 0.9])
+    assert [v for _, v in _scalars(root, "latency")] == pytest.approx([3.0, 4.0, 5.0, 2.0])
+    # Fronts: {0}, {0, 1}, {0, 1} (2 is dominated by 0), then 4 dominates both.
+    assert [v for _, v in _scalars(root, "front_size")] == [1, 2, 2, 1]
+    assert [t.number for t in result.front] == [4]
+    for trial in result.trials:
+        run = _load(tmp_path / "tb" / "mlp" / f"trial-{trial.number:04d}")
+        if trial.usable:
+            assert set(run.Tags()["scalars"]) == {"acc", "latency"}
+            assert [v for _, v in _scalars(run, "latency")] == [trial.metrics["latency"]]
+            assert [v for _, v in _scalars(run, "acc")] == pytest.approx([trial.value])
+        assert metadata.SESSION_END_INFO_TAG in set(run.PluginTagToContent(HPARAMS))

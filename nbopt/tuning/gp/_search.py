@@ -56,7 +56,7 @@ class GaussianProcessSearch:
         self.design: np.ndarray | None = None
         self.handed = 0
         self.pending: dict[int, np.ndarray] = {}
-        self.finished: dict[int, tuple[np.ndarray, float]] = {}
+        self.finished: dict[int, np.ndarray] = {}
         self.seen: set[bytes] = set()
         self.theta: np.ndarray | None = None
         self.fitted_on = 0
@@ -94,26 +94,27 @@ class GaussianProcessSearch:
 
     def _history(self, trials: Any) -> tuple[np.ndarray, np.ndarray, set[int]]:
         """Rows of the finished trials, their losses (NaN if failed), and their ids."""
-        new: dict[int, tuple[dict[str, Any], float]] = {}
-        tids = set()
+        new: dict[int, dict[str, Any]] = {}
+        loss_of: dict[int, float] = {}
         for doc in trials.trials:
             result = doc["result"]
             if result.get("status") not in ("ok", "fail"):
                 continue
             tid = doc["tid"]
-            tids.add(tid)
+            # A loss is read each time: with several objectives it is a scalarisation that
+            # changes from one proposal to the next.
+            loss = result.get("loss") if result["status"] == "ok" else None
+            loss_of[tid] = math.nan if loss is None else float(loss)
             if tid not in self.finished:
-                loss = result.get("loss") if result["status"] == "ok" else None
-                vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
-                new[tid] = (vals, math.nan if loss is None else float(loss))
-        # A finished trial never changes: each is encoded once.
-        rows = self.table.encode([vals for vals, _ in new.values()])
-        for tid, row, (_, loss) in zip(new, rows, new.values(), strict=True):
-            self.finished[tid] = (row, loss)
+                new[tid] = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
+        # A finished trial's configuration never changes: each is encoded once.
+        rows = self.table.encode(list(new.values()))
+        for tid, row in zip(new, rows, strict=True):
+            self.finished[tid] = row
         self.seen.update(row_keys(rows))
-        known = [self.finished[tid] for tid in sorted(tids)]
-        units = np.array([row for row, _ in known]).reshape(-1, self.table.width)
-        return units, np.array([loss for _, loss in known], dtype=float), tids
+        tids = sorted(loss_of)
+        units = np.array([self.finished[tid] for tid in tids]).reshape(-1, self.table.width)
+        return units, np.array([loss_of[tid] for tid in tids], dtype=float), set(tids)
 
     def _pending_rows(self) -> np.ndarray:
         return np.array(list(self.pending.values())).reshape(-1, self.table.width)

@@ -50,6 +50,35 @@ def plot_tune_result(result: TuneResult) -> Any:
     return figure
 
 
+def plot_front(result: TuneResult) -> Any:
+    """Several objectives: every trial in the plane of the first two metrics, and the front
+    (the non-dominated trials), joined as a staircase when there are two metrics."""
+    (first, first_mode), (second, second_mode) = list(result.objectives.items())[:2]
+    tried = [
+        (t.value, t.metrics[second])
+        for t in result.trials
+        if t.usable and t.value is not None and second in t.metrics
+    ]
+    front = sorted((t.value, t.metrics[second]) for t in result.front)
+    figure = new_figure(figsize=(6, 4.2), layout="constrained")
+    ax = figure.subplots()
+    ax.set_title(f"Front of {len(front)} trials")
+    if tried:
+        ax.scatter(*zip(*tried, strict=True), s=14, alpha=0.5, color="C0", label="trial")
+    if front:
+        # The edge of what the front dominates: from a point, along the first metric to the
+        # next point's value when smaller is better, else along the second one first.
+        # With more metrics, the front seen in two of them is no staircase: dots only.
+        if len(result.objectives) == 2:
+            where = "post" if first_mode == "min" else "pre"
+            ax.step(*zip(*front, strict=True), where=where, color="C3", lw=1.2)
+        ax.scatter(*zip(*front, strict=True), s=26, color="C3", zorder=3, label="front")
+        ax.legend(loc="best")
+    ax.set_xlabel(f"{first} ({first_mode})")
+    ax.set_ylabel(f"{second} ({second_mode})")
+    return figure
+
+
 def plot_whatif(
     curves: list[Any], parameters: list[Any], setting: dict[str, Any], metric: str
 ) -> Any:
