@@ -80,6 +80,11 @@ class Trainer:
         epochs = self.epochs or 1
         return f"finetune {epochs} epoch{'s' if epochs > 1 else ''}"
 
+    def start_model(self) -> None:
+        """A new model's fine-tuning begins: its reported steps count from 0 again (the
+        fine-tune steps of one model, as with ``prune_steps=``, continue each other's count)."""
+        self._offset = 0
+
     def with_teacher(self, original: nn.Module) -> Trainer:
         """This trainer, its teacher ``"self"`` made a frozen copy of ``original`` (so that
         neither training nor the user's function can change the original)."""

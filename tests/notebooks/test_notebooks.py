@@ -103,7 +103,7 @@ def test_an_objective_that_always_fails_fails_the_notebook_run(tmp_path):
         "def f(x):\n    raise RuntimeError('diverged')",
         "%tune f x=uniform(0, 1) max_evals=3 logdir=none",
     )
-    with pytest.raises(CellExecutionError, match="TuneError") as error:
+    with pytest.raises(CellExecutionError, match="AllTrialsFailed") as error:
         execute(notebook, tmp_path)
     assert "all 3 trials failed" in str(error.value)
     assert "RuntimeError: diverged" in str(error.value)

@@ -14,6 +14,7 @@ import pytest
 
 import nbopt
 from nbopt.errors import ConfigError
+from nbopt.tuning._study import read_study
 from nbopt.tuning.events import TrialFinished
 
 ray = pytest.importorskip("ray")
@@ -103,8 +104,8 @@ def test_parallel_trials_overlap_and_the_study_resumes_on_the_local_backend(loca
     intervals = sorted((t.started, t.started + t.duration) for t in result.trials)
     overlapping = any(b[0] < a[1] for a, b in itertools.pairwise(intervals))
     assert overlapping, f"no two trials ran at once: {intervals}"
-    saved = json.loads(study.read_text())
-    assert saved["backend"] == "ray" and len(saved["trials"]) == 4
+    header, saved, _ = read_study(study)
+    assert header.backend == "ray" and len(saved) == 4
 
     seen = {json.dumps(t.params, sort_keys=True) for t in result.trials}
     calls = []
@@ -222,11 +223,11 @@ def test_an_interrupt_stops_ray_trials_and_keeps_what_finished(local_ray, tmp_pa
             logdir=None,
             callbacks=[interrupt_after_the_first_trial],
         )
-    saved = json.loads(study.read_text())["trials"]
-    finished = [t for t in saved if t["status"] == "ok"]
+    _, saved, _ = read_study(study)
+    finished = [t for t in saved if t.status == "ok"]
     assert finished, "trials that finished before the interrupt are saved"
     assert len(finished) < 20
-    assert all(t["status"] in ("ok", "interrupted") for t in saved)
+    assert all(t.status in ("ok", "interrupted") for t in saved)
     assert signal.getsignal(signal.SIGINT) is handler_before
 
 

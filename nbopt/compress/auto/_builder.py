@@ -110,6 +110,8 @@ class PlanBuilder:
             return self._cache[key], True
         model = copy.deepcopy(self.original)
         set_eval(model)
+        if self.trainer is not None:
+            self.trainer.start_model()
         for step in steps:
             if step.backend is None:
                 model = self._finetune(model, step)
