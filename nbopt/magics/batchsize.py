@@ -18,7 +18,7 @@ from nbopt.magics.option_types import (
     unquote,
 )
 from nbopt.magics.options import Option, Schema
-from nbopt.magics.runner import MagicCall, callable_check, common_options, module_check
+from nbopt.magics.runner import MagicCall, callable_check, common_options
 
 INTRO = """Find the batch size that reaches a given loss soonest (mode=efficient), runs fastest
 (mode=throughput) or is the largest that fits (mode=max) for a model of the notebook, measured
@@ -130,12 +130,7 @@ HELP = INTRO + "\n" + SCHEMA.help()
 def run(magics: Any, line: str) -> Any:
     """Parse ``%batchsize``, search, store and return the result."""
     call = MagicCall(magics, SCHEMA, line)
-    if not call.parsed.positional:
-        raise call.fail("name the model, e.g. %batchsize model example=x")
-    try:
-        model = Name("nn.Module", module_check).parse(call.parsed.positional[0], call.namespace)
-    except ValueError as exc:
-        raise call.fail(str(exc)) from None
+    model = call.model_argument("%batchsize model example=x")
     from nbopt.batching import find_batch_size
 
     result = call.run(find_batch_size, model, **call.arguments())

@@ -17,7 +17,7 @@ from nbopt.magics.option_types import (
     unquote,
 )
 from nbopt.magics.options import Option, Schema
-from nbopt.magics.runner import MagicCall, callable_check, common_options, module_check
+from nbopt.magics.runner import MagicCall, callable_check, common_options
 
 # The rule names, without importing the engine (and torch) to build the option table.
 RULES = ("minimum_centered", "valley", "minimum", "steep", "steepest")
@@ -90,12 +90,7 @@ HELP = INTRO + "\n" + SCHEMA.help()
 def run(magics: Any, line: str) -> Any:
     """Parse ``%lr_find``, run the range test, store and return the result."""
     call = MagicCall(magics, SCHEMA, line)
-    if not call.parsed.positional:
-        raise call.fail("name the model, e.g. %lr_find model data=loader loss=loss_fn")
-    try:
-        model = Name("nn.Module", module_check).parse(call.parsed.positional[0], call.namespace)
-    except ValueError as exc:
-        raise call.fail(str(exc)) from None
+    model = call.model_argument("%lr_find model data=loader loss=loss_fn")
     if not call.given("data"):
         raise call.fail("give the training data: data=NAME (a DataLoader or a tuple (x, y))")
     from nbopt.learning_rate import find_lr

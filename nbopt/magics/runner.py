@@ -24,7 +24,7 @@ from IPython.core.error import UsageError
 from nbopt._imports import MissingDependency
 from nbopt.errors import ConfigError, did_you_mean
 from nbopt.events import Event, RunFinished
-from nbopt.magics.option_types import Enum, Identifier, Text
+from nbopt.magics.option_types import Enum, Identifier, Name, Text
 from nbopt.magics.options import Option, ParsedLine, Schema
 from nbopt.ui import PROGRESS_MODES
 
@@ -101,6 +101,16 @@ class MagicCall:
             yield
         except (ConfigError, MissingDependency) as exc:
             raise UsageError(f"{self.prefix}: {self.speak(str(exc))}") from None
+
+    def model_argument(self, usage: str) -> Any:
+        """The ``torch.nn.Module`` that the line's positional argument names; a
+        ``UsageError`` showing ``usage`` when there is none, or naming what is wrong with it."""
+        if not self.parsed.positional:
+            raise self.fail(f"name the model, e.g. {usage}")
+        try:
+            return Name("nn.Module", module_check).parse(self.parsed.positional[0], self.namespace)
+        except ValueError as exc:
+            raise self.fail(str(exc)) from None
 
     def fail(self, message: str) -> UsageError:
         """A ``UsageError`` for this magic, to raise: ``raise call.fail("...")``."""
