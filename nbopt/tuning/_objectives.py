@@ -8,6 +8,7 @@ all back, in the order given.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 import re
@@ -133,6 +134,42 @@ def front(trials: Sequence[Trial], objectives: Objectives) -> list[Trial]:
     for trial in trials:
         kept.add(trial)
     return kept.trials
+
+
+def hypervolume(losses: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """The volume dominated by the points ``losses`` (rows, lower is better) and bounded by
+    ``reference``; points not better than the reference in every objective add nothing.
+
+    Exact: a sweep for two objectives, slices along the last objective for more (fine for the
+    fronts of a notebook's search, tens to hundreds of points).
+    """
+    bound = tuple(float(r) for r in reference)
+    points = [
+        tuple(map(float, p)) for p in losses if all(x < r for x, r in zip(p, bound, strict=True))
+    ]
+    return _volume(points, bound)
+
+
+def _volume(points: list[tuple[float, ...]], bound: tuple[float, ...]) -> float:
+    if not points:
+        return 0.0
+    if len(bound) == 1:
+        return bound[0] - min(p[0] for p in points)
+    if len(bound) == 2:
+        total, ceiling = 0.0, bound[1]
+        for x, y in sorted(points):
+            if y < ceiling:
+                total += (bound[0] - x) * (ceiling - y)
+                ceiling = y
+        return total
+    # Slices between consecutive values of the last objective: in each, the points at or
+    # below it dominate a region of the remaining objectives.
+    levels = [*sorted({p[-1] for p in points}), bound[-1]]
+    total = 0.0
+    for low, high in itertools.pairwise(levels):
+        below = [p[:-1] for p in points if p[-1] <= low]
+        total += (high - low) * _volume(below, bound[:-1])
+    return total
 
 
 def scalarised(losses: np.ndarray, weights: np.ndarray) -> np.ndarray:

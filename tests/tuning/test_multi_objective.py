@@ -381,3 +381,26 @@ def test_plot_shows_every_trial_and_the_front_in_the_plane_of_the_metrics() -> N
     assert len(trials) == 12
     expected = sorted((t.value, t.metrics["f2"]) for t in result.front)
     assert np.allclose(sorted(map(tuple, front.tolist())), expected)
+
+
+@pytest.mark.parametrize("dimensions", [2, 3])
+def test_hypervolume_matches_a_monte_carlo_count(dimensions: int) -> None:
+    from nbopt.tuning._objectives import hypervolume
+
+    rng = np.random.default_rng(dimensions)
+    points = rng.random((10, dimensions))
+    reference = np.array([1.1, 1.2, 1.0][:dimensions])
+    samples = rng.random((200_000, dimensions)) * reference
+    dominated = np.zeros(len(samples), dtype=bool)
+    for point in points:
+        dominated |= np.all(samples >= point, axis=1)
+    expected = dominated.mean() * np.prod(reference)
+    assert hypervolume(points, reference) == pytest.approx(expected, rel=0.02)
+
+
+def test_hypervolume_of_known_points_and_of_points_beyond_the_reference() -> None:
+    from nbopt.tuning._objectives import hypervolume
+
+    assert hypervolume([[0, 1], [1, 0], [0.5, 0.5]], [2, 2]) == pytest.approx(3.25)
+    assert hypervolume([[3, 0], [0, 2]], [2, 2]) == 0.0
+    assert hypervolume([], [1, 1]) == 0.0
