@@ -46,8 +46,10 @@ def train_mlp(
     dropout: float = 0.0,
     epochs: int = 10,
     seed: int = 0,
+    metrics: dict[str, float] | None = None,
 ) -> float:
-    """Train, report the validation error after each epoch, return the final one."""
+    """Train, report the validation error after each epoch (with ``metrics``, if given),
+    return the final one."""
     torch.manual_seed(seed)
     model = make_mlp(width, depth, dropout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -60,5 +62,5 @@ def train_mlp(
             loss.backward()
             optimizer.step()
         error = val_error(model)
-        nbopt.report(epoch, error)
+        nbopt.report(epoch, error, **(metrics or {}))
     return error

@@ -6,7 +6,13 @@ of a fixed number of epochs, each reporting its validation error after every epo
 epochs trained as a ratio of ``stop=none``'s and the best validation accuracy (goal: at most
 half the epochs for a best accuracy within 0.5 points).
 
-    python benchmarks/bench_early_stop.py [--trials 30] [--epochs 20] [--seeds 3]
+With ``--several``, two objectives: validation error and parameter count, both minimised,
+every epoch reporting both; ``median`` is then the dominance rule and ``asha`` halves by
+fronts (see :mod:`nbopt.tuning._front_stopping`). Prints, per rule, the epochs as a ratio of
+``stop=none``'s and the hypervolume of the front as a ratio of its (goal: at most 0.6 of the
+epochs for at least 0.98 of the hypervolume), per seed and their median.
+
+    python benchmarks/bench_early_stop.py [--trials 30] [--epochs 20] [--seeds 3] [--several]
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ import argparse
 import statistics
 import time
 
-from _digits import train_mlp
+from _digits import make_mlp, train_mlp
 
 import nbopt
+from nbopt.tuning._objectives import hypervolume
 
 SPACE = {
     "lr": nbopt.loguniform(1e-4, 3e-1),
@@ -35,7 +42,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--algo", default="auto", help="the search algorithm (default: auto)")
+    parser.add_argument(
+        "--several", action="store_true", help="two objectives: error and parameter count"
+    )
     args = parser.parse_args()
+    if args.several:
+        several_objectives(args)
+        return
 
     def objective(lr, width, depth, weight_decay):
         return train_mlp(lr, width, depth, weight_decay, epochs=args.epochs)
@@ -76,6 +89,58 @@ def main() -> None:
             f"{rule:<8}{sum(epochs[rule]):>8}{sum(epochs[rule]) / base_epochs:>8.2f}"
             f"{sum(seconds[rule]) / base_seconds:>12.2f}{100 * accuracy:>16.2f}%{diff:>+15.2f}"
             f"  {[round(100 * a, 2) for a in best[rule]]}"
+        )
+
+
+def parameter_count(width: int, depth: int) -> int:
+    return sum(p.numel() for p in make_mlp(width, depth).parameters())
+
+
+# The hypervolume's reference point: an error of 1 and one parameter more than the largest MLP.
+REFERENCE = (1.0, parameter_count(128, 2) + 1.0)
+
+
+def several_objectives(args: argparse.Namespace) -> None:
+    def objective(lr, width, depth, weight_decay):
+        params = parameter_count(width, depth)
+        metrics = {"params": float(params)}
+        error = train_mlp(lr, width, depth, weight_decay, epochs=args.epochs, metrics=metrics)
+        return {"val_error": error, "params": params}
+
+    print(
+        f"digits MLP, val_error and params (both min), {args.trials} trials x {args.epochs} "
+        f"epochs, algo={args.algo}, {args.seeds} seeds; settings: {RULES}; hypervolume "
+        f"reference {REFERENCE}"
+    )
+    epochs = {rule: [] for rule in RULES}
+    volume = {rule: [] for rule in RULES}
+    for seed in range(args.seeds):
+        for rule, options in RULES.items():
+            result = nbopt.tune(
+                objective,
+                SPACE,
+                metric=["val_error", "params"],
+                mode="min",
+                max_evals=args.trials,
+                seed=seed,
+                algo=args.algo,
+                progress="none",
+                logdir=None,
+                **options,
+            )
+            epochs[rule].append(sum(len(t.intermediate) for t in result.trials))
+            front = [(t.value, t.metrics["params"]) for t in result.front]
+            volume[rule].append(hypervolume(front, REFERENCE))
+    print(f"{'rule':<8}{'epochs ratio':>14}{'hypervolume ratio':>19}  per seed (epochs, volume)")
+    for rule in RULES:
+        epoch_ratios = [e / b for e, b in zip(epochs[rule], epochs["none"], strict=True)]
+        volume_ratios = [v / b for v, b in zip(volume[rule], volume["none"], strict=True)]
+        pairs = [
+            (round(e, 2), round(v, 3)) for e, v in zip(epoch_ratios, volume_ratios, strict=True)
+        ]
+        print(
+            f"{rule:<8}{statistics.median(epoch_ratios):>14.2f}"
+            f"{statistics.median(volume_ratios):>19.3f}  {pairs}"
         )
 
 

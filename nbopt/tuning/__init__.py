@@ -132,7 +132,11 @@ def tune(
             halving: at rungs of ``rung``, 3x``rung``, 9x``rung`` ... steps, keep only the best
             third), or a :class:`Stopper` of your own. ``report`` then raises
             :class:`nbopt.TrialStopped` out of the objective; the trial is recorded as
-            ``stopped`` with its last value, which the search learns from.
+            ``stopped`` with its last value, which the search learns from. With several
+            objectives, report each by name (``nbopt.report(step, val_acc=a, params=n)``):
+            ``"median"`` stops a trial that an earlier trial dominates at its step, and
+            ``"asha"`` keeps at each rung the fronts holding the best third; a stopped trial
+            is left off the front.
         stop_warmup: Steps before the median rule may stop a trial.
         stop_min_trials: Trials that must have reported a step before the median rule judges it.
         rung: Steps to ASHA's first rung.

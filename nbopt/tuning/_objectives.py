@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nbopt.errors import ConfigError
-from nbopt.tuning._trial import Trial
+from nbopt.tuning._trial import Trial, TrialState
 
 if TYPE_CHECKING:
     import numpy as np
@@ -95,7 +95,8 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
 
 class Front:
     """The non-dominated trials, kept up to date one trial at a time (a trial equal to one on
-    the front in every metric joins it)."""
+    the front in every metric joins it). A trial that ``stop=`` ended early is left out: its
+    values are those of a model not trained to the end."""
 
     def __init__(self, objectives: Objectives) -> None:
         self.objectives = objectives
@@ -103,7 +104,7 @@ class Front:
 
     def add(self, trial: Trial) -> bool:
         """Take ``trial`` in; True if it is on the front now."""
-        losses = self.objectives.losses(trial)
+        losses = self.objectives.losses(trial) if trial.status == TrialState.OK else None
         if losses is None:
             return False
         if any(dominates(other, losses) for other, _ in self._members):

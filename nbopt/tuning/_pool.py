@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from nbopt.events import StepReported
 from nbopt.tuning._cell import CellObjective
 from nbopt.tuning._errors import StopSearch, StudyWriteError
 from nbopt.tuning._pool_worker import serve
@@ -166,14 +165,9 @@ class _Pool:
         running = worker.running
         if running is None or running.trial.number != number:
             return
-        trial = running.trial
-        if value is not None:
-            trial.intermediate.append((step, value))
-        trial.metrics.update(metrics)
-        self.search.bus.emit(StepReported(number, step, value, metrics))
-        stopper = self.search.stopper
-        if stopper is not None and value is not None:
-            _send(worker.conn, ("verdict", bool(stopper.should_stop(trial, running.history))))
+        judged, stop = self.search.take_report(running.trial, step, value, metrics, running.history)
+        if self.search.stopper is not None:  # the worker waits for a verdict on every report
+            _send(worker.conn, ("verdict", bool(stop), judged))
 
     def _done(self, worker: _Worker, outcome: dict[str, Any]) -> None:
         running = worker.running

@@ -126,8 +126,10 @@ def _run(
         if value is not None:
             trial.intermediate.append((step, value))
         channel.send(("step", number, step, value, metrics))
-        if judged and value is not None and channel.receive()[1]:
-            raise TrialStopped(step, value)
+        if judged:
+            _, stop, judged_value = channel.receive()
+            if stop:
+                raise TrialStopped(step, judged_value)
 
     clock = time.perf_counter()
     ended_search = False

@@ -88,14 +88,9 @@ class Search:
         algorithm = get_algorithm(algo)
         self.algo = algorithm.name
         self.stop = stop or StopSettings()
-        if self.objectives is not None and self.stop.name != "none":
-            raise ConfigError(
-                "stop= judges one metric, so it does not run with several objectives; "
-                "leave stop= out or optimise one metric"
-            )
         if self.objectives is not None and backend != "local":
             raise ConfigError("several objectives run on the local backend, not on Ray")
-        self.stopper = self.stop.stopper(mode)
+        self.stopper = self.stop.stopper(mode, self.objectives)
         self.proposer = Proposer(
             space,
             algorithm=algorithm,
@@ -318,6 +313,32 @@ class Search:
                 stacklevel=3,
             )
 
+    def take_report(
+        self,
+        trial: Trial,
+        step: int,
+        value: float | None,
+        metrics: dict[str, float],
+        history: Sequence[Trial],
+    ) -> tuple[float | None, bool]:
+        """Record what a running trial reported and tell the views; returns the value judged
+        (with several objectives, the first metric's) and whether the trial should stop."""
+        first = self.objectives.names[0] if self.objectives is not None else None
+        if value is None and first is not None:
+            value = metrics.get(first)
+        if value is not None:
+            trial.intermediate.append((step, value))
+        if self.objectives is not None:
+            for name in self.objectives.names[1:]:
+                if name in metrics:
+                    trial.intermediate_metrics.setdefault(name, []).append((step, metrics[name]))
+        trial.metrics.update({name: v for name, v in metrics.items() if name != first})
+        self.bus.emit(StepReported(trial.number, step, value, metrics))
+        stopper = self.stopper
+        return value, value is not None and stopper is not None and stopper.should_stop(
+            trial, history
+        )
+
     def history(self) -> list[Trial]:
         """Finished trials that reported intermediate values, for the stopping rules."""
         return [trial for trial in self.trials if trial.finished and trial.intermediate]
@@ -425,13 +446,9 @@ class Search:
         history = self.history() if self.stopper is not None else []
 
         def sink(step: int, value: float | None, metrics: dict[str, float]) -> None:
-            if value is not None:
-                trial.intermediate.append((step, value))
-            trial.metrics.update(metrics)
-            self.bus.emit(StepReported(number, step, value, metrics))
-            stop = self.stopper
-            if value is not None and stop is not None and stop.should_stop(trial, history):
-                raise TrialStopped(step, value)
+            judged, stop = self.take_report(trial, step, value, metrics, history)
+            if stop:
+                raise TrialStopped(step, judged)
 
         clock = time.perf_counter()
         try:

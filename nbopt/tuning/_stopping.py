@@ -19,9 +19,13 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nbopt.errors import ConfigError
 from nbopt.tuning._trial import Trial, TrialState
+
+if TYPE_CHECKING:
+    from nbopt.tuning._objectives import Objectives
 
 STOP_RULES = ("none", "median", "asha")
 
@@ -96,11 +100,21 @@ class StopSettings:
         """The rule's name, or the class name of a user's own stopper."""
         return self.rule if isinstance(self.rule, str) else type(self.rule).__name__
 
-    def stopper(self, mode: str) -> Stopper | None:
+    def stopper(self, mode: str, objectives: Objectives | None = None) -> Stopper | None:
+        """The stopper of a search; with several ``objectives``, the rule judges them all
+        (:mod:`nbopt.tuning._front_stopping`)."""
         if isinstance(self.rule, Stopper):
             self.rule.mode = mode
             return self.rule
-        builders: dict[str, Callable[[], Stopper]] = {
+        if objectives is not None:
+            from nbopt.tuning._front_stopping import DominatedStopper, FrontAshaStopper
+
+            builders: dict[str, Callable[[], Stopper]] = {
+                "median": lambda: DominatedStopper(objectives, self.warmup, self.min_trials),
+                "asha": lambda: FrontAshaStopper(objectives, self.rung, self.factor),
+            }
+            return builders[self.rule]() if self.rule in builders else None
+        builders = {
             "median": lambda: MedianStopper(mode, self.warmup, self.min_trials),
             "asha": lambda: AshaStopper(mode, self.rung, self.factor),
         }
@@ -146,7 +160,7 @@ class AshaStopper(Stopper):
     def should_stop(self, trial: Trial, history: Sequence[Trial]) -> bool:
         step, value = trial.intermediate[-1]
         earlier_steps = [s for s, _ in trial.intermediate[:-1]]
-        milestone = self._new_milestone(step, max(earlier_steps, default=-1))
+        milestone = new_milestone(step, max(earlier_steps, default=-1), self.rung, self.factor)
         if milestone is None:
             return False
         recorded = [v for past in history if (v := _value_at(past, milestone)) is not None]
@@ -155,14 +169,16 @@ class AshaStopper(Stopper):
         cutoff = _percentile([self.sign * v for v in recorded], 100 / self.factor)
         return self.sign * value > cutoff
 
-    def _new_milestone(self, step: int, previous_step: int) -> int | None:
-        """The highest rung that this report reaches and the trial's earlier ones did not."""
-        milestone, reached = self.rung, None
-        while milestone <= step:
-            if milestone > previous_step:
-                reached = milestone
-            milestone *= self.factor
-        return reached
+
+def new_milestone(step: int, previous_step: int, rung: int, factor: int) -> int | None:
+    """The highest rung (``rung * factor**k`` steps) that a report at ``step`` reaches and the
+    trial's earlier reports, up to ``previous_step``, did not."""
+    milestone, reached = rung, None
+    while milestone <= step:
+        if milestone > previous_step:
+            reached = milestone
+        milestone *= factor
+    return reached
 
 
 def _value_at(trial: Trial, milestone: int) -> float | None:

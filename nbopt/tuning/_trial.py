@@ -50,6 +50,8 @@ class Trial:
         started: Wall-clock start, seconds since the epoch.
         intermediate: ``(step, value)`` pairs reported with ``nbopt.report``.
         metrics: Other numbers the objective returned (a dict result) or reported.
+        intermediate_metrics: With several objectives, ``(step, value)`` pairs of each metric
+            but the first (which is in ``intermediate``), as reported with ``nbopt.report``.
     """
 
     number: int
@@ -63,6 +65,7 @@ class Trial:
     intermediate: list[tuple[int, float]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     vals: dict[str, Any] = field(default_factory=dict, repr=False)
+    intermediate_metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -75,7 +78,7 @@ class Trial:
         return TrialState(self.status).usable and self.value is not None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        record = {
             "number": self.number,
             "status": TrialState(self.status).value,
             "value": _finite_or_none(self.value),
@@ -88,6 +91,12 @@ class Trial:
             "intermediate": [[step, _finite_or_none(v)] for step, v in self.intermediate],
             "metrics": {k: _finite_or_none(v) for k, v in self.metrics.items()},
         }
+        if self.intermediate_metrics:  # several objectives only: other studies stay as they were
+            record["intermediate_metrics"] = {
+                name: [[step, _finite_or_none(v)] for step, v in steps]
+                for name, steps in self.intermediate_metrics.items()
+            }
+        return record
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Trial:
@@ -103,12 +112,14 @@ class Trial:
             raise ValueError(f"unknown trial status {status!r}")
         intermediate = get("intermediate") or ()
         metrics = get("metrics") or {}
+        per_metric = get("intermediate_metrics") or {}
         params, vals = get("params") or {}, get("vals") or {}
         error, traceback = get("error"), get("traceback")
         if type(intermediate) is not list and intermediate != ():
             raise ValueError(f"trial field 'intermediate' must be a list, got {intermediate!r}")
         for key, value, kind in (
             ("metrics", metrics, dict),
+            ("intermediate_metrics", per_metric, dict),
             ("params", params, dict),
             ("vals", vals, dict),
         ):
@@ -129,6 +140,10 @@ class Trial:
             intermediate=_steps(intermediate),
             metrics={str(k): _nan_if_none(_number(v, f"metric {k}")) for k, v in metrics.items()},
             vals=vals,
+            intermediate_metrics={
+                str(name): _steps(steps if type(steps) is list else [steps])
+                for name, steps in per_metric.items()
+            },
         )
 
 

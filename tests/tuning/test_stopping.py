@@ -6,7 +6,7 @@ import pytest
 
 import nbopt
 from nbopt.errors import ConfigError
-from nbopt.tuning._stopping import AshaStopper, MedianStopper, StopSettings
+from nbopt.tuning._stopping import AshaStopper, MedianStopper, StopSettings, new_milestone
 from nbopt.tuning._trial import Trial
 
 
@@ -72,8 +72,7 @@ def test_median_in_max_mode_stops_the_lower_values():
 
 
 def test_asha_rungs_sit_at_rung_times_powers_of_the_factor():
-    stopper = AshaStopper("min", rung=2, factor=3)
-    assert [stopper._new_milestone(step, step - 1) for step in range(1, 20)] == [
+    assert [new_milestone(step, step - 1, rung=2, factor=3) for step in range(1, 20)] == [
         None, 2, None, None, None, 6, None, None, None, None, None, None,
         None, None, None, None, None, 18, None,
     ]  # fmt: skip
