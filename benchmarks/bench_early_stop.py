@@ -96,8 +96,11 @@ def parameter_count(width: int, depth: int) -> int:
     return sum(p.numel() for p in make_mlp(width, depth).parameters())
 
 
-# The hypervolume's reference point: an error of 1 and one parameter more than the largest MLP.
-REFERENCE = (1.0, parameter_count(128, 2) + 1.0)
+# The hypervolumes' reference points: one parameter more than the largest MLP, and an error
+# of 1 (every model counts) or of 0.1 (only models that learnt the task count, so that the
+# volume tells apart the accuracies that matter).
+_LARGEST = parameter_count(128, 2) + 1.0
+REFERENCES = {"error 1": (1.0, _LARGEST), "error 0.1": (0.1, _LARGEST)}
 
 
 def several_objectives(args: argparse.Namespace) -> None:
@@ -110,10 +113,10 @@ def several_objectives(args: argparse.Namespace) -> None:
     print(
         f"digits MLP, val_error and params (both min), {args.trials} trials x {args.epochs} "
         f"epochs, algo={args.algo}, {args.seeds} seeds; settings: {RULES}; hypervolume "
-        f"reference {REFERENCE}"
+        f"references {REFERENCES}"
     )
-    epochs = {rule: [] for rule in RULES}
-    volume = {rule: [] for rule in RULES}
+    epochs: dict[str, list[int]] = {rule: [] for rule in RULES}
+    volume: dict[tuple[str, str], list[float]] = {(r, ref): [] for r in RULES for ref in REFERENCES}
     for seed in range(args.seeds):
         for rule, options in RULES.items():
             result = nbopt.tune(
@@ -130,18 +133,24 @@ def several_objectives(args: argparse.Namespace) -> None:
             )
             epochs[rule].append(sum(len(t.intermediate) for t in result.trials))
             front = [(t.value, t.metrics["params"]) for t in result.front]
-            volume[rule].append(hypervolume(front, REFERENCE))
-    print(f"{'rule':<8}{'epochs ratio':>14}{'hypervolume ratio':>19}  per seed (epochs, volume)")
+            for ref, point in REFERENCES.items():
+                volume[rule, ref].append(hypervolume(front, point))
+    print("median [range] over seeds of the ratio to stop=none")
+    print("| rule | epochs | " + " | ".join(f"hypervolume ({r})" for r in REFERENCES) + " |")
+    print("|---" * (2 + len(REFERENCES)) + "|")
     for rule in RULES:
-        epoch_ratios = [e / b for e, b in zip(epochs[rule], epochs["none"], strict=True)]
-        volume_ratios = [v / b for v, b in zip(volume[rule], volume["none"], strict=True)]
-        pairs = [
-            (round(e, 2), round(v, 3)) for e, v in zip(epoch_ratios, volume_ratios, strict=True)
-        ]
-        print(
-            f"{rule:<8}{statistics.median(epoch_ratios):>14.2f}"
-            f"{statistics.median(volume_ratios):>19.3f}  {pairs}"
-        )
+        cells = [_ratios(epochs[rule], epochs["none"], 2)]
+        cells += [_ratios(volume[rule, r], volume["none", r], 3) for r in REFERENCES]
+        print(f"| {rule} | " + " | ".join(cells) + " |")
+
+
+def _ratios(values: list[float], baseline: list[float], digits: int) -> str:
+    """The median of the per-seed ratios, and their range."""
+    ratios = [v / b if b else float("nan") for v, b in zip(values, baseline, strict=True)]
+    return (
+        f"{statistics.median(ratios):.{digits}f} "
+        f"[{min(ratios):.{digits}f}, {max(ratios):.{digits}f}]"
+    )
 
 
 if __name__ == "__main__":
