@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbopt.errors import ConfigError, did_you_mean
 from nbopt.tuning._constraints import Constraint, Constraints
-from nbopt.tuning._objectives import Objectives, front
+from nbopt.tuning._objectives import Objectives, front, hypervolume
 from nbopt.tuning._trial import Trial, TrialState
 from nbopt.ui import format as fmt
 from nbopt.ui.format import param_items
@@ -135,6 +135,30 @@ class TuneResult:
             True
         """
         return front(self.feasible_trials, self._objectives())
+
+    def hypervolume(self, reference: dict[str, float]) -> float:
+        """The volume of metric space that the front dominates, up to ``reference``: one
+        number to compare multi-objective searches by (larger is better). Several objectives
+        only.
+
+        Args:
+            reference: A value of every metric, worse than any you care about
+                (``{"val_acc": 0.5, "params": 1e6}``); trials not better than it in every
+                metric add nothing.
+
+        Raises:
+            ConfigError: a metric missing from ``reference``, or one it does not know.
+        """
+        objectives = self._objectives()
+        names = list(objectives.names)
+        self._check_metrics(reference, names)
+        missing = [name for name in names if name not in reference]
+        if missing:
+            raise ConfigError(f"reference= needs a value of every metric; it lacks {missing[0]}")
+        signs = [1.0 if mode == "min" else -1.0 for mode in objectives.modes]
+        bound = [sign * float(reference[name]) for sign, name in zip(signs, names, strict=True)]
+        losses = [objectives.losses(trial) for trial in self.front]
+        return hypervolume([loss for loss in losses if loss is not None], bound)
 
     def pick(
         self, *, weights: dict[str, float] | None = None, constraint: str | None = None

@@ -403,3 +403,24 @@ def test_hypervolume_of_known_points_and_of_points_beyond_the_reference() -> Non
     assert hypervolume([[0, 1], [1, 0], [0.5, 0.5]], [2, 2]) == pytest.approx(3.25)
     assert hypervolume([[3, 0], [0, 2]], [2, 2]) == 0.0
     assert hypervolume([], [1, 1]) == 0.0
+
+
+def test_result_hypervolume_reads_the_modes_and_checks_the_reference() -> None:
+    from nbopt.tuning._objectives import hypervolume
+
+    result = nbopt.tune(
+        lambda x: {"acc": x, "cost": x**2},
+        {"x": uniform(0, 1)},
+        metric=["acc", "cost"],
+        mode=["max", "min"],
+        max_evals=8,
+        seed=0,
+        **QUIET,
+    )
+    expected = hypervolume([(-t.value, t.metrics["cost"]) for t in result.front], (0.0, 1.0))
+    assert result.hypervolume({"acc": 0.0, "cost": 1.0}) == pytest.approx(expected)
+    assert expected > 0
+    with pytest.raises(ConfigError, match="lacks cost"):
+        result.hypervolume({"acc": 0.0})
+    with pytest.raises(ConfigError, match="unknown metric 'cots'"):
+        result.hypervolume({"acc": 0.0, "cots": 1.0})
