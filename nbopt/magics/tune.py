@@ -45,7 +45,8 @@ dict: from nbopt import choice, loguniform).
 Several objectives: metric=val_acc,latency mode=max,min records every metric; the result's
 front holds the non-dominated trials and result.pick(weights=...) or
 result.pick(constraint="latency <= 5") chooses one.
-The result (a TuneResult) is returned, kept in _nbopt, and in out=NAME if given.
+The result (a TuneResult) is returned, kept in _nbopt, and in out=NAME if given;
+%tune_whatif explores what its model learnt.
 """
 
 
