@@ -45,6 +45,8 @@ dict: from nbopt import choice, loguniform).
 Several objectives: metric=val_acc,latency mode=max,min records every metric; the result's
 front holds the non-dominated trials and result.pick(weights=...) or
 result.pick(constraint="latency <= 5") chooses one.
+Constraints: constraint=latency<=5 (several separated by commas) keeps a trial that breaks
+one off the front and from the best; the search learns to propose inside them.
 The result (a TuneResult) is returned, kept in _nbopt, and in out=NAME if given;
 %tune_whatif explores what its model learnt.
 """
@@ -71,6 +73,13 @@ SCHEMA = Schema(
             EnumList("min", "max"),
             "min",
             "minimise or maximise the metric; one per metric (max,min), or one for all",
+        ),
+        Option(
+            "constraint",
+            TextList("metric<=number[,...]"),
+            None,
+            "bounds a trial must meet to be best or on the front (latency<=5); the search "
+            "learns them",
         ),
         Option(
             "study",

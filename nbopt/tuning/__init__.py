@@ -69,6 +69,7 @@ def tune(
     seed: int | None = None,
     metric: str | Sequence[str] | None = None,
     mode: str | Sequence[str] = "min",
+    constraint: str | Sequence[str] | None = None,
     study: str | os.PathLike[str] | None = None,
     restart: bool = False,
     deterministic: bool = True,
@@ -109,6 +110,14 @@ def tune(
             weight vector for each proposal.
         mode: ``"min"`` or ``"max"``; with several metrics, one per metric (``["max",
             "min"]``), or one string for all.
+        constraint: ``"latency <= 5"`` (``<=``, ``>=``, ``<``, ``>``, ``==``), several in a
+            list or separated by commas: bounds on metrics the objective returns or reports
+            (an objective metric or another). A trial that breaks one is feasible for nothing:
+            never the best, never on the front. The search learns the constraints: a trial
+            that broke one counts, for the algorithm, as worse than every feasible trial, the
+            more so the further it was from meeting it. A trial that does not report a
+            constrained metric fails; constraints no value could meet together are refused
+            before any trial.
         study: File that keeps every trial (a journal of JSON lines); an existing study is
             continued. Any number of processes, on one machine or several sharing the disk,
             can run one study at once: trial numbers stay unique, each sees the others'
@@ -184,6 +193,7 @@ def tune(
         seed=seed,
         metric=metric,
         mode=mode,
+        constraint=constraint,
         study=study,
         restart=restart,
         deterministic=deterministic,

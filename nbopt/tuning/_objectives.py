@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import operator
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,15 +23,6 @@ if TYPE_CHECKING:
 # ParEGO's augmentation: the weighted sum added to the Chebyshev term, small enough that the
 # maximum decides, large enough that weakly dominated points lose ties.
 AUGMENTATION = 0.05
-
-_COMPARISONS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le,
-    ">=": operator.ge,
-    "<": operator.lt,
-    ">": operator.gt,
-    "==": operator.eq,
-}
-_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|<|>)\s*(\S+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -189,39 +178,3 @@ def random_weights(count: int, rng: np.random.Generator) -> np.ndarray:
     import numpy as np
 
     return rng.dirichlet(np.ones(count))
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """``latency <= 5``: a metric, a comparison, a bound."""
-
-    metric: str
-    op: str
-    bound: float
-
-    @classmethod
-    def parse(cls, text: str) -> Constraint:
-        """Read ``"NAME OP NUMBER"`` (OP one of ``<= >= < > ==``).
-
-        Raises:
-            ConfigError: anything else.
-        """
-        match = _CONSTRAINT.match(text) if isinstance(text, str) else None
-        bound = _float(match.group(3)) if match else None
-        if match is None or bound is None:
-            raise ConfigError(
-                f"cannot read the constraint {text!r}: write it as 'metric <= number' "
-                "(or >=, <, >, ==)"
-            )
-        return cls(match.group(1), match.group(2), bound)
-
-    def holds(self, value: float) -> bool:
-        return _COMPARISONS[self.op](value, self.bound)
-
-
-def _float(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None

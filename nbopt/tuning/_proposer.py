@@ -19,6 +19,7 @@ from hyperopt import base, pyll, rand
 from nbopt.space import fingerprint, grid_points, grid_size, to_hyperopt
 from nbopt.tuning._algorithms import Algorithm, SearchContext, trial_doc
 from nbopt.tuning._configuration import Codec
+from nbopt.tuning._constraints import Constraints, penalised
 from nbopt.tuning._objectives import Objectives, random_weights, scalarised
 from nbopt.tuning._trial import Trial
 
@@ -50,6 +51,7 @@ class Proposer:
         deterministic: bool,
         mode: str,
         objectives: Objectives | None = None,
+        constraints: Constraints | None = None,
     ) -> None:
         self.algo = algorithm.name
         self._space = space
@@ -58,6 +60,7 @@ class Proposer:
         self._seed = seed
         self._sign = 1.0 if mode == "min" else -1.0
         self._objectives = objectives
+        self._constraints = constraints
         hp_space = to_hyperopt(space)
         self.fingerprint = fingerprint(hp_space)
         self._domain = base.Domain(_not_called, hp_space)
@@ -132,6 +135,8 @@ class Proposer:
             elif self._seed is not None and self._restored:
                 entropy = [self._seed, self._restored]
             self._rng = np.random.default_rng(entropy)
+        if self._constraints is not None:
+            self._penalise()
         if self._objectives is not None:
             self._scalarise(self._rng)
         for attempt in range(_TOTAL_ATTEMPTS):
@@ -192,6 +197,21 @@ class Proposer:
         for doc, loss in zip(docs, scalarised(losses, weights), strict=True):
             doc["result"]["loss"] = float(loss)
 
+    def _penalise(self) -> None:
+        """Constraints: give every finished trial that broke one, in each objective, a loss
+        worse than every feasible trial's (:func:`nbopt.tuning._constraints.penalised`),
+        from the losses it reported, afresh before each proposal as the trials grow."""
+        docs = [doc for doc in self._trials.trials if "violation" in doc["result"]]
+        if not docs:
+            return
+        reported = np.array([doc["result"]["reported"] for doc in docs], dtype=float)
+        violations = np.array([doc["result"]["violation"] for doc in docs], dtype=float)
+        for doc, losses in zip(docs, penalised(reported, violations), strict=True):
+            if self._objectives is not None:
+                doc["result"]["losses"] = [float(loss) for loss in losses]
+            else:
+                doc["result"]["loss"] = float(losses[0])
+
     def _filled(self, doc: dict[str, Any], trial: Trial) -> dict[str, Any]:
         """Hyperopt's document for ``doc`` completed with the outcome of ``trial``."""
         losses = self._objectives.losses(trial) if self._objectives is not None else None
@@ -202,6 +222,11 @@ class Proposer:
             doc["result"] = {"status": base.STATUS_OK, "loss": self._sign * trial.value}
         else:
             doc["result"] = {"status": base.STATUS_FAIL}
+        if self._constraints is not None and doc["result"]["status"] == base.STATUS_OK:
+            # What the trial reported is kept apart from the losses the algorithm reads,
+            # which _penalise rewrites.
+            doc["result"]["reported"] = list(losses or [doc["result"]["loss"]])
+            doc["result"]["violation"] = self._constraints.violation(trial)
         doc["state"] = base.JOB_STATE_DONE
         # Hyperopt's documents carry naive UTC times; algo=atpe reads them.
         doc["book_time"] = _utc(trial.started)

@@ -310,8 +310,7 @@ class _Bridge:
     def end(self, number: int, status: TrialState) -> None:
         proposal, record = self.pending.pop(number)
         record.status = status
-        self.search.proposer.tell(proposal, record)
-        self.search.record(record)
+        self.search.end_trial(proposal, record)
 
 
 def _make_trainable(call: Callable[[Any], Any], metric: str | None) -> Callable[[dict], None]:

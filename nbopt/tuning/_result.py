@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbopt.errors import ConfigError, did_you_mean
-from nbopt.tuning._objectives import Constraint, Objectives, front
+from nbopt.tuning._constraints import Constraint, Constraints
+from nbopt.tuning._objectives import Objectives, front
 from nbopt.tuning._trial import Trial, TrialState
 from nbopt.ui import format as fmt
 from nbopt.ui.format import param_items
@@ -40,6 +41,8 @@ class TuneResult:
         space: The search space, which the what-if model needs (:func:`nbopt.tune` sets it).
         objectives: With several objectives, each metric and its mode (``"min"``/``"max"``),
             in order; empty for one. ``metric`` and ``mode`` are then the first.
+        constraints: The search's constraints (``"latency <= 5"``); a trial that breaks one
+            is never the best, on the front, or picked.
     """
 
     trials: list[Trial]
@@ -50,6 +53,7 @@ class TuneResult:
     algo: str = ""
     space: Any = field(default=None, repr=False, compare=False)
     objectives: dict[str, str] = field(default_factory=dict)
+    constraints: tuple[str, ...] = ()
     # Runs a setting (Hyperopt's encoding) as one more trial of the search; set by nbopt.tune
     # while the objective is at hand.
     _runner: Callable[[dict[str, Any]], Trial] | None = field(
@@ -69,7 +73,7 @@ class TuneResult:
                 and :meth:`pick`).
         """
         self._one_objective("best_trial")
-        return best_trial(self.trials, self.mode)
+        return best_trial(self.feasible_trials, self.mode)
 
     @property
     def best_params(self) -> Any:
@@ -86,6 +90,17 @@ class TuneResult:
         self._one_objective("best_value")
         best = self.best_trial
         return None if best is None else best.value
+
+    @property
+    def feasible_trials(self) -> list[Trial]:
+        """The usable trials that meet every constraint (all usable ones without constraints)."""
+        rules = Constraints.parse(self.constraints or None, self.metric)
+        return [t for t in self.trials if t.usable and (rules is None or rules.feasible(t))]
+
+    def feasible(self, trial: Trial) -> bool:
+        """Whether ``trial`` has a value and meets every constraint of the search."""
+        rules = Constraints.parse(self.constraints or None, self.metric)
+        return trial.usable and (rules is None or rules.feasible(trial))
 
     @property
     def multi_objective(self) -> bool:
@@ -120,7 +135,7 @@ class TuneResult:
             >>> all(0 <= t.params["x"] <= 1 for t in result.front)
             True
         """
-        return front(self.trials, self._objectives())
+        return front(self.feasible_trials, self._objectives())
 
     def pick(
         self, *, weights: dict[str, float] | None = None, constraint: str | None = None
@@ -141,9 +156,9 @@ class TuneResult:
         objectives = self._objectives()
         if (weights is None) == (constraint is None):
             raise ConfigError("pick() needs weights={metric: weight} or constraint='metric <= x'")
-        usable = [(t, values) for t in self.trials if (values := objectives.values(t))]
+        usable = [(t, values) for t in self.feasible_trials if (values := objectives.values(t))]
         if not usable:
-            raise ConfigError("no trial of this search has a value of every metric")
+            raise ConfigError(self._nothing_usable("a value of every metric"))
         names = list(objectives.names)
         if weights is not None:
             self._check_metrics(weights, names)
@@ -169,6 +184,26 @@ class TuneResult:
                 raise ConfigError(
                     f"unknown metric {name!r}{hint}; the metrics are {', '.join(names)}"
                 )
+
+    def _nothing_usable(self, what: str) -> str:
+        """Why no trial can be chosen: none has ``what``, or none meets the constraints."""
+        if not self.constraints or not any(t.usable for t in self.trials):
+            return f"no trial of this search has {what}"
+        return f"no trial of this search met {' and '.join(self.constraints)}: " + ", ".join(
+            f"{name} ranged from {fmt.number(low)} to {fmt.number(high)}"
+            for name, (low, high) in self._ranges().items()
+        )
+
+    def _ranges(self) -> dict[str, tuple[float, float]]:
+        """Each constrained metric's lowest and highest value over the usable trials."""
+        rules = Constraints.parse(list(self.constraints), self.metric)
+        assert rules is not None
+        ranges = {}
+        for name in rules.metrics:
+            seen = [v for t in self.trials if t.usable and (v := rules.value(t, name)) is not None]
+            if seen:
+                ranges[name] = (min(seen), max(seen))
+        return ranges
 
     @property
     def n_failed(self) -> int:
@@ -298,6 +333,8 @@ class TuneResult:
             row.update({f"metrics_{k}": v for k, v in trial.metrics.items()})
             if on_front is not None:
                 row["front"] = trial.number in on_front
+            if self.constraints:
+                row["feasible"] = self.feasible(trial)
             row["error"] = trial.error
             rows.append(row)
         return pd.DataFrame(rows)
@@ -333,7 +370,9 @@ class TuneResult:
             return f"<TuneResult {self.summary()}; {self._front_text()}>"
         best = self.best_trial
         if best is None:
-            return f"<TuneResult {self.summary()}, no successful trial>"
+            unmet = self.constraints and any(t.usable for t in self.trials)
+            why = self._nothing_usable("a value") if unmet else "no successful trial"
+            return f"<TuneResult {self.summary()}, {why}>"
         return (
             f"<TuneResult {self.summary()}; best {self.metric}={fmt.number(best.value, 6)} "
             f"at trial {best.number}: {fmt.params(param_items(best.params))}>"
@@ -359,7 +398,9 @@ class TuneResult:
             )
         best = self.best_trial
         if best is None:
-            return f"<div>{title}<br>no successful trial</div>"
+            unmet = self.constraints and any(t.usable for t in self.trials)
+            why = self._nothing_usable("a value") if unmet else "no successful trial"
+            return f"<div>{title}<br>{html.escape(why)}</div>"
         params = fmt.html_table(["parameter", "best value"], param_items(best.params).items())
         recent = [
             (t.number, t.status, t.value, fmt.params(param_items(t.params), 60))

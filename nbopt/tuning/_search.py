@@ -27,6 +27,7 @@ from nbopt._context import reporting_to
 from nbopt.errors import ConfigError, TrialStopped, user_traceback
 from nbopt.events import EventBus, RunFinished, RunStarted, StepReported
 from nbopt.tuning._algorithms import Algorithm, get_algorithm
+from nbopt.tuning._constraints import Constraints
 from nbopt.tuning._errors import AllTrialsFailed, StopSearch, StudyWriteError
 from nbopt.tuning._objective import settle
 from nbopt.tuning._objectives import Front, Objectives
@@ -60,6 +61,7 @@ class Search:
         seed: int | None = None,
         metric: str | Sequence[str] | None = None,
         mode: str | Sequence[str] = "min",
+        constraint: str | Sequence[str] | None = None,
         study: str | Path | None = None,
         restart: bool = False,
         deterministic: bool = True,
@@ -82,6 +84,7 @@ class Search:
         self.metric = metric
         self.timeout = timeout
         self.name = name
+        self.constraints = Constraints.parse(constraint, self.metric_name)
         algorithm = get_algorithm(algo)
         self.algo = algorithm.name
         self.stop = stop or StopSettings()
@@ -101,6 +104,7 @@ class Search:
             deterministic=deterministic,
             mode=mode,
             objectives=self.objectives,
+            constraints=self.constraints,
         )
         size = self.proposer.size
         if max_evals is None and timeout is None:
@@ -149,6 +153,7 @@ class Search:
             objectives=dict(zip(self.objectives.names, self.objectives.modes, strict=True))
             if self.objectives is not None
             else {},
+            constraints=self.constraints.texts if self.constraints is not None else (),
         )
 
     # -- bookkeeping shared by the backends ---------------------------------------------------
@@ -168,7 +173,16 @@ class Search:
                 mode=self.mode,
                 name=self.name,
                 columns=self._columns(),
-                config={"algo": self.algo, "backend": backend, "stop": self.stop.name},
+                config={
+                    "algo": self.algo,
+                    "backend": backend,
+                    "stop": self.stop.name,
+                    **(
+                        {"constraint": ", ".join(self.constraints.texts)}
+                        if self.constraints
+                        else {}
+                    ),
+                },
                 notes=tuple(self.notes),
             )
         )
@@ -242,6 +256,7 @@ class Search:
         Raises :class:`StudyWriteError` (after telling the reporters) if it cannot be saved.
         """
         self._own.discard(trial.number)
+        self._check_constrained_metrics(trial)
         self._append(trial)
         failure = None
         if self._study is not None:
@@ -254,15 +269,18 @@ class Search:
                     f"{exc.summary}; the search stopped: trial {trial.number} and every trial "
                     "before it are in its result, and the study keeps those saved earlier"
                 )
-        several = {}
+        several: dict[str, Any] = {}
         if self.objectives is not None and self.front is not None:
             several = {"objectives": self.objectives.names, "front": tuple(self.front.trials)}
+        if self.constraints is not None and trial.usable:
+            several["broken"] = tuple(str(item) for item in self.constraints.broken(trial))
         self.bus.emit(TrialFinished(trial, self.best, self.n_finished, self._n_failed, **several))
         if failure is not None:
             raise failure
 
     def end_trial(self, proposal: Proposal, trial: Trial) -> None:
         """Teach the proposer a trial that ended, and record it."""
+        self._check_constrained_metrics(trial)
         self.proposer.tell(proposal, trial)
         self.record(trial)
 
@@ -304,6 +322,12 @@ class Search:
         """Finished trials that reported intermediate values, for the stopping rules."""
         return [trial for trial in self.trials if trial.finished and trial.intermediate]
 
+    def _check_constrained_metrics(self, trial: Trial) -> None:
+        """Fail a trial that did not report a metric a constraint reads."""
+        error = self.constraints.missing_error(trial) if self.constraints is not None else None
+        if error is not None:
+            trial.status, trial.value, trial.error = TrialState.FAILED, None, error
+
     def _append(self, trial: Trial) -> None:
         self.trials.append(trial)
         self._numbers.add(trial.number)
@@ -311,6 +335,8 @@ class Search:
         if trial.finished:
             self.n_finished += 1
             self._n_failed += trial.status == TrialState.FAILED
+        if self.constraints is not None and not self.constraints.feasible(trial):
+            return  # feasible for nothing: neither best nor on the front
         if self.front is not None:
             self.front.add(trial)
         elif trial.usable and (
@@ -457,6 +483,8 @@ def _summary(search: Search, seconds: float) -> str:
         text += (
             f"; best {search.header.metric} {search.best.value:.6g} at trial {search.best.number}"
         )
+    if search.constraints is not None and not any(map(search.constraints.feasible, search.trials)):
+        text += f"; no trial met {' and '.join(search.constraints.texts)}"
     return text
 
 

@@ -23,7 +23,8 @@ class TrialFinished(Event):
 
     With several objectives, ``objectives`` names the metrics (the first is ``trial.value``,
     the others are in ``trial.metrics``), ``best`` is None and ``front`` holds the
-    non-dominated trials so far.
+    non-dominated trials so far. ``broken`` lists the constraints (``"latency <= 5"``) the
+    trial broke, which make it feasible for nothing.
     """
 
     trial: Trial
@@ -32,3 +33,4 @@ class TrialFinished(Event):
     n_failed: int
     objectives: tuple[str, ...] = field(default=(), kw_only=True)
     front: tuple[Trial, ...] = field(default=(), kw_only=True)
+    broken: tuple[str, ...] = field(default=(), kw_only=True)

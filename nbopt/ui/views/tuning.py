@@ -52,14 +52,16 @@ def present_trial_finished(event: TrialFinished, state: ProgressState) -> None:
         )
     total = f"/{state.total}" if state.total else ""
     marker = "  *" if new_best else ""
+    result = outcome(trial, event.objectives)
+    if event.broken:
+        result += f" (breaks {', '.join(event.broken)})"
     text = (
-        f"trial {trial.number:>3} [{state.done}{total}]  {outcome(trial, event.objectives)}"
-        f"{marker}  "
+        f"trial {trial.number:>3} [{state.done}{total}]  {result}{marker}  "
         f"{fmt.params(param_items(trial.params))}  ({fmt.duration(trial.duration)})"
     )
     cells = (
         trial.number,
-        outcome(trial, event.objectives),
+        result,
         fmt.number(best.value, 6) if best else ("front" if new_best else ""),
         fmt.params(param_items(trial.params), 60),
         fmt.duration(trial.duration),
