@@ -189,9 +189,10 @@ def _curve_lines(model: Any) -> list[str]:
 class WhatIfWidget:
     """The explorer's widgets: ``controls`` (label -> slider or dropdown), ``prediction``,
     ``plot`` (the partial-dependence curves, a row of panels per metric), ``run`` (the
-    button) and ``status``, in ``box``. ``predicted`` is what ``result.predict`` gives at the
-    current setting: a ``Prediction``, or with several objectives a dict metric ->
-    ``Prediction``."""
+    button) and ``status``, in ``box``; the CSS classes ``nbopt-whatif``,
+    ``nbopt-whatif-prediction`` and ``nbopt-whatif-status`` find them in the page.
+    ``predicted`` is what ``result.predict`` gives at the current setting: a ``Prediction``,
+    or with several objectives a dict metric -> ``Prediction``."""
 
     def __init__(self, result: TuneResult) -> None:
         import ipywidgets as widgets
@@ -209,6 +210,7 @@ class WhatIfWidget:
             control.observe(self._changed(parameter.label), names="value")
             self.controls[parameter.label] = control
         self.prediction = widgets.HTML()
+        self.prediction.add_class("nbopt-whatif-prediction")
         self.plot = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self.run = widgets.Button(
             description="run this configuration",
@@ -220,6 +222,7 @@ class WhatIfWidget:
         )
         self.run.on_click(lambda _: self.evaluate())
         self.status = widgets.HTML()
+        self.status.add_class("nbopt-whatif-status")
         action = widgets.HBox([self.run, self.status])
         self.box = widgets.VBox([*self.controls.values(), self.prediction, action, self.plot])
         self.box.add_class("nbopt-whatif")
