@@ -41,6 +41,7 @@ def _restore_defaults(shell: Any) -> None:
     from nbopt.magics import NbOptMagics
 
     shell.reset(new_session=False)
+    shell.magics_manager.registry["NbOptMagics"].last_results.clear()
     for name in ("progress", "logdir"):
         default = NbOptMagics.class_traits()[name].default_value
         run_cell(shell, f"%config NbOptMagics.{name} = {default!r}")

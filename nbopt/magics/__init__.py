@@ -19,6 +19,7 @@ from nbopt.magics import optimize as optimize_magic
 from nbopt.magics import optimize_auto as optimize_auto_magic
 from nbopt.magics import tensorboard as tensorboard_command
 from nbopt.magics import tune as tune_magic
+from nbopt.magics import tune_whatif as tune_whatif_magic
 from nbopt.magics.options import tokenize
 from nbopt.ui import DEFAULT_LOGDIR, PROGRESS_MODES
 
@@ -35,8 +36,12 @@ def _documented(text: str):
 
 @magics_class
 class NbOptMagics(Magics):
-    """nbopt's magics: ``%tune``, ``%%optimize``, ``%batchsize``, ``%lr_find``, ``%%accelerate``,
-    ``%nbopt``."""
+    """nbopt's magics: ``%tune``, ``%tune_whatif``, ``%%optimize``, ``%batchsize``,
+    ``%lr_find``, ``%%accelerate``, ``%nbopt``.
+
+    ``last_results`` holds the last result of each magic of the session, by magic name
+    (``"tune"``), however its run ended.
+    """
 
     progress = CaselessStrEnum(
         PROGRESS_MODES,
@@ -51,10 +56,19 @@ class NbOptMagics(Magics):
         help="TensorBoard log directory of the magics; empty or 'none' for no logs.",
     )
 
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.last_results: dict[str, Any] = {}
+
     @line_cell_magic
     @_documented(tune_magic.HELP)
     def tune(self, line: str, cell: str | None = None) -> Any:
         return tune_magic.run(self, line, cell)
+
+    @line_magic
+    @_documented(tune_whatif_magic.HELP)
+    def tune_whatif(self, line: str) -> Any:
+        return tune_whatif_magic.run(self, line)
 
     @cell_magic
     @_documented(optimize_magic.HELP + "\n\n" + optimize_auto_magic.HELP)

@@ -163,8 +163,10 @@ class MagicCall:
             self.result = event.result
 
     def store(self, result: Any) -> None:
-        """Keep ``result`` in ``_nbopt`` and, if asked, in the variable ``out=``."""
+        """Keep ``result`` in ``_nbopt``, in the magics' ``last_results`` under this magic's
+        name, and, if asked, in the variable ``out=``."""
         self.namespace[RESULT_VARIABLE] = result
+        self.magics.last_results[self.schema.magic] = result
         out = self.parsed.values.get("out")
         if isinstance(out, str):
             self.namespace[out] = result

@@ -47,7 +47,8 @@ front holds the non-dominated trials and result.pick(weights=...) or
 result.pick(constraint="latency <= 5") chooses one.
 Constraints: constraint=latency<=5 (several separated by commas) keeps a trial that breaks
 one off the front and from the best; the search learns to propose inside them.
-The result (a TuneResult) is returned, kept in _nbopt, and in out=NAME if given.
+The result (a TuneResult) is returned, kept in _nbopt, and in out=NAME if given;
+%tune_whatif explores what its model learnt.
 """
 
 

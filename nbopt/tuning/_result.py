@@ -59,8 +59,9 @@ class TuneResult:
     _runner: Callable[[dict[str, Any]], Trial] | None = field(
         default=None, init=False, repr=False, compare=False
     )
-    _model: tuple[int, WhatIfModel] | None = field(
-        default=None, init=False, repr=False, compare=False
+    # metric -> (trials it was fitted on, the what-if model of that metric)
+    _models: dict[str, tuple[int, WhatIfModel]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
     )
 
     @property
@@ -232,42 +233,61 @@ class TuneResult:
     def n_failed(self) -> int:
         return sum(1 for t in self.trials if t.status == TrialState.FAILED)
 
-    def model(self) -> WhatIfModel:
+    def model(self, metric: str | None = None) -> WhatIfModel | dict[str, WhatIfModel]:
         """The Gaussian process of the metric fitted on the usable trials (refitted when
         trials were added), whatever algorithm proposed them.
 
-        Raises:
-            ConfigError: if the result does not hold its space, or has fewer than 3 usable trials.
-        """
-        from nbopt.tuning._whatif import WhatIfModel
+        With several objectives, a dict metric -> model, one Gaussian process per metric,
+        each fitted on the trials that report it; ``model(metric)`` gives one of them.
 
+        Raises:
+            ConfigError: if the result does not hold its space, ``metric`` is not one of the
+                search's, or a metric has fewer than 3 trials with a value.
+        """
+        if metric is not None:
+            if self.multi_objective:
+                self._check_metrics([metric], list(self.objectives))
+            elif metric != self.metric:
+                raise ConfigError(f"unknown metric {metric!r}; this search optimised {self.metric}")
+            return self._metric_model(metric)
         if self.multi_objective:
-            raise ConfigError(
-                "the what-if model predicts one metric; it is not available for a search "
-                f"of several objectives ({', '.join(self.objectives)})"
-            )
+            return {name: self._metric_model(name) for name in self.objectives}
+        return self._metric_model(self.metric)
+
+    def _metric_model(self, metric: str) -> WhatIfModel:
+        from nbopt.tuning._whatif import WhatIfModel, metric_reader, usable_count
+
         if self.space is None:
             raise ConfigError(
                 "this result does not hold its search space: set result.space to the space "
                 "it searched, then ask again"
             )
-        count = sum(t.usable for t in self.trials)
-        if self._model is None or self._model[0] != count:
-            self._model = (count, WhatIfModel(self.space, self.trials, self.metric))
-        return self._model[1]
+        read = metric_reader(metric, primary=metric == self.metric)
+        count = usable_count(self.trials, read)
+        cached = self._models.get(metric)
+        if cached is None or cached[0] != count:
+            cached = (count, WhatIfModel(self.space, self.trials, metric, read=read))
+            self._models[metric] = cached
+        return cached[1]
 
-    def predict(self, params: Any) -> Prediction:
+    def predict(self, params: Any) -> Prediction | dict[str, Prediction]:
         """The metric the model predicts at ``params`` (in the objective's form, every active
         parameter given): ``Prediction(mean, sd)``, ``sd`` being the standard deviation of the
-        value a new trial there would report.
+        value a new trial there would report. With several objectives, a dict metric ->
+        ``Prediction``.
 
         Example:
             >>> import nbopt
             >>> result = nbopt.tune(lambda x: (x - 1) ** 2, {"x": nbopt.uniform(-3, 3)},
             ...                     max_evals=12, seed=0, progress="none", logdir=None)
             >>> mean, sd = result.predict({"x": 1.0})
+
+        Raises:
+            ConfigError: as :meth:`model`, or if ``params`` does not fit the space.
         """
-        return self.model().predict(params)
+        if not self.multi_objective:
+            return self._metric_model(self.metric).predict(params)
+        return {name: self._metric_model(name).predict(params) for name in self.objectives}
 
     @property
     def can_evaluate(self) -> bool:
@@ -307,9 +327,13 @@ class TuneResult:
 
     def whatif(self) -> Any:
         """The what-if explorer: in a notebook with widgets, a slider or dropdown per parameter,
-        the predicted metric with a band of one standard deviation, partial-dependence curves
-        with the tried trials, and a button that runs the setting as one more trial; elsewhere
-        the same numbers as text."""
+        the predicted metric (every metric, with several objectives) with a band of one
+        standard deviation, partial-dependence curves with the tried trials, and a button that
+        runs the setting as one more trial; elsewhere the same numbers as text.
+
+        Raises:
+            ConfigError: as :meth:`model`.
+        """
         from nbopt.ui.interactive import WhatIfExplorer
 
         return WhatIfExplorer(self)

@@ -9,6 +9,9 @@ of the value a new trial would report (the model's uncertainty and the trials' n
 
 Settings are written in Hyperopt's encoding (``vals``: label -> value, the option's index for
 a choice), which every trial records; :func:`params_to_vals` reads the user's form.
+
+A search of several objectives has one model per metric, each fitted on the trials that
+report that metric (:func:`metric_reader` reads a metric off a trial).
 """
 
 from __future__ import annotations
@@ -68,11 +71,11 @@ class Parameter:
 
 
 class Curve(NamedTuple):
-    """The partial dependence of the metric on one parameter, and the trials that set it.
+    """The partial dependence of a metric on one parameter, and the trials that set it.
 
     ``means[i]``/``sds[i]`` average the predictions over the tried configurations in which the
     parameter is active, with the parameter set to ``xs[i]``; ``tried`` holds ``(value,
-    metric)`` of those trials.
+    metric)`` of those trials; ``metric`` names the metric.
     """
 
     label: str
@@ -80,33 +83,70 @@ class Curve(NamedTuple):
     means: list[float]
     sds: list[float]
     tried: list[tuple[float, float]]
+    metric: str = ""
+
+
+def metric_reader(metric: str, primary: bool) -> Callable[[Trial], float | None]:
+    """How a trial's value of ``metric`` is read: the trial's ``value`` for the metric a
+    search optimises (or the first of several), its ``metrics`` entry for another one."""
+    if primary:
+        return lambda trial: trial.value
+    return lambda trial: trial.metrics.get(metric)
+
+
+def usable_count(trials: Sequence[Trial], read: Callable[[Trial], float | None]) -> int:
+    """How many of ``trials`` a model reading ``read`` learns from."""
+    return sum(1 for t in trials if _finite(t, read) is not None)
+
+
+def _finite(trial: Trial, read: Callable[[Trial], float | None]) -> float | None:
+    if not (trial.usable and trial.vals):
+        return None
+    value = read(trial)
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 class WhatIfModel:
-    """A GP of the metric over the space, fitted on the usable trials of a search.
+    """A GP of one metric over the space, fitted on the usable trials of a search that
+    report it.
+
+    Args:
+        space: The space the search searched.
+        trials: The search's trials; those without a finite value of the metric are left out.
+        metric: The metric's name.
+        seed: Seed of the subsets drawn from a long search.
+        read: How a trial's value of the metric is read (:func:`metric_reader`); by default
+            the trial's ``value``.
 
     Raises:
         ConfigError: with fewer than three usable trials, or for a space ``algo=auto`` cannot
             model.
     """
 
-    def __init__(self, space: Any, trials: Sequence[Trial], metric: str, seed: int = 0) -> None:
+    def __init__(
+        self,
+        space: Any,
+        trials: Sequence[Trial],
+        metric: str,
+        seed: int = 0,
+        read: Callable[[Trial], float | None] | None = None,
+    ) -> None:
         self.space = space
         self.metric = metric
-        usable = [
-            t
-            for t in trials
-            if t.usable and t.vals and math.isfinite(t.value)  # type: ignore[arg-type]
-        ]
-        if len(usable) < MIN_TRIALS:
+        read = read or metric_reader(metric, primary=True)
+        pairs = [(t, value) for t in trials if (value := _finite(t, read)) is not None]
+        if len(pairs) < MIN_TRIALS:
             raise ConfigError(
-                f"the what-if model needs at least {MIN_TRIALS} trials with a value; "
-                f"this search has {len(usable)}"
+                f"the what-if model of {metric} needs at least {MIN_TRIALS} trials with a "
+                f"value; this search has {len(pairs)}"
             )
         self.table = _table(space)
-        self.trials = usable
-        self.units = self.table.encode([t.vals for t in usable])
-        values = np.array([float(t.value) for t in usable])  # type: ignore[arg-type]
+        self.trials = [t for t, _ in pairs]
+        self.units = self.table.encode([t.vals for t in self.trials])
+        values = np.array([value for _, value in pairs])
+        self._values = values
         # Halved values: a linear scale of values near the largest float would overflow.
         self._centre = float(np.mean(values / 2.0)) * 2.0
         with np.errstate(over="ignore", invalid="ignore"):
@@ -170,11 +210,11 @@ class WhatIfModel:
             sds.append(float(sd.mean()))
         xs = column.from_unit(grid)
         tried = [
-            (float(column.from_unit(np.array([u]))[0]), float(t.value))  # type: ignore[arg-type]
-            for u, t in zip(self.units[:, j], self.trials, strict=True)
+            (float(column.from_unit(np.array([u]))[0]), float(value))
+            for u, value in zip(self.units[:, j], self._values, strict=True)
             if not math.isnan(u)
         ]
-        return Curve(label, [float(x) for x in xs], means, sds, tried)
+        return Curve(label, [float(x) for x in xs], means, sds, tried, self.metric)
 
     def _predict(self, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, sd = self.gp.predict(units)

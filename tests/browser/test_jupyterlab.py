@@ -1,4 +1,5 @@
-"""JupyterLab in headless Chromium: the %%tune widget renders and finishes in a real browser.
+"""JupyterLab in headless Chromium: the %%tune widget renders and finishes in a real browser,
+and the what-if explorer of its result answers its controls and runs one more trial.
 
 Needs Debian's ``chromium`` (``.ci/run`` installs it) and the Playwright Python package, which
 drives the system browser through ``executable_path``; nothing is downloaded at run time.
@@ -49,9 +50,63 @@ def write_notebook(path: Path) -> None:
                 (x - 0.5) ** 2 + k"""
             )
         ),
+        nbformat.v4.new_code_cell("%tune_whatif"),
+        # Run again after the explorer's button: the kernel's result holds one more trial.
+        nbformat.v4.new_code_cell('f"trials in the result: {len(_nbopt.trials)}"'),
     ]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     nbformat.write(notebook, path)
+
+
+def check_whatif(page) -> None:
+    """Move the explorer's dropdown and slider: the prediction changes each time; its button
+    runs one more trial, which the kernel's result then holds."""
+    explorer = page.locator(".nbopt-whatif").first
+    explorer.wait_for(timeout=120_000)
+    counted = page.get_by_text(f"trials in the result: {MAX_EVALS}")
+    counted.wait_for(timeout=60_000)
+    prediction = explorer.locator(".nbopt-whatif-prediction")
+    assert explorer.locator("select").count() == 1  # k
+    assert explorer.locator(".widget-readout").count() == 1  # x
+    before = prediction.inner_text()
+    assert before.startswith("predicted value: ") and "model of 8 trials" in before
+
+    def changed_from(text: str) -> str:
+        page.wait_for_function(
+            "([el, old]) => el.innerText !== old",
+            arg=[prediction.element_handle(), text],
+            timeout=60_000,
+        )
+        return prediction.inner_text()
+
+    select = explorer.locator("select")
+    other = 1 - int(select.input_value())
+    select.select_option(value=str(other))
+    after_choice = changed_from(before)
+    readout = explorer.locator(".widget-readout")
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("1.75")
+    page.keyboard.press("Enter")
+    after_slider = changed_from(after_choice)
+    assert float(readout.inner_text()) == 1.75
+    assert after_slider.startswith("predicted value: ")
+    explorer.get_by_role("button", name="run this configuration").click()
+    status = explorer.locator(".nbopt-whatif-status")
+    page.wait_for_function(
+        "el => el.innerText.startsWith('trial ')", arg=status.element_handle(), timeout=60_000
+    )
+    assert status.inner_text().startswith(f"trial {MAX_EVALS}: ")
+    assert "(predicted " in status.inner_text()
+    page.wait_for_function(
+        "el => el.innerText.includes('model of 9 trials')",
+        arg=prediction.element_handle(),
+        timeout=60_000,
+    )
+    # Run the last cell again: the kernel's result has the explorer's trial.
+    counted.click()
+    page.keyboard.press("Shift+Enter")
+    page.get_by_text(f"trials in the result: {MAX_EVALS + 1}").wait_for(timeout=60_000)
 
 
 def test_the_tune_widget_renders_and_finishes_in_jupyterlab(tmp_path):
@@ -109,6 +164,8 @@ def test_the_tune_widget_renders_and_finishes_in_jupyterlab(tmp_path):
             assert "best " in widget_text and " at trial " in widget_text
             assert page.locator("text=TuneResult").first.is_visible()
             page.screenshot(path=str(screenshot), full_page=True)
+            check_whatif(page)
+            page.screenshot(path=str(ARTIFACTS / "jupyterlab-whatif.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "jupyterlab-tune-widget-failure.png"))
             raise

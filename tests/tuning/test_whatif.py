@@ -185,3 +185,91 @@ def test_a_cell_search_predicts_and_runs_one_more_trial(ip, run_cell) -> None:
     assert math.isfinite(result.predict({"x": 1.0}).mean)
     trial = result.evaluate({"x": 1.0})
     assert (trial.number, trial.params, trial.value) == (6, {"x": 1.0}, 0.0)
+
+
+def two_metrics(x: float, y: float) -> dict[str, float]:
+    return {"loss": bowl(x, y), "size": 2.0 * x + y}
+
+
+def _two_metric_search(max_evals: int = 20, **kwargs) -> TuneResult:
+    return nbopt.tune(
+        two_metrics,
+        SPACE,
+        metric=["loss", "size"],
+        mode=["min", "max"],
+        max_evals=max_evals,
+        seed=0,
+        progress="none",
+        logdir=None,
+        **kwargs,
+    )
+
+
+def test_several_objectives_get_one_model_per_metric() -> None:
+    """With several objectives, predict gives every metric's prediction, by name and in the
+    search's order, each from its own model, within a few standard deviations of the truth."""
+    result = _two_metric_search()
+    models = result.model()
+    assert list(models) == ["loss", "size"]
+    assert [model.metric for model in models.values()] == ["loss", "size"]
+    assert result.model("size") is models["size"]
+    for x, y in [(1.0, -1.0), (0.0, 0.0), (-1.0, 1.0)]:
+        predicted = result.predict({"x": x, "y": y})
+        assert list(predicted) == ["loss", "size"]
+        truth = two_metrics(x, y)
+        for name, (mean, sd) in predicted.items():
+            assert sd > 0
+            assert abs(mean - truth[name]) < 4 * sd + 0.05 * abs(truth[name]), (name, mean, sd)
+    curve = models["size"].curve("x")
+    assert curve.metric == "size"
+    assert sorted(value for _, value in curve.tried) == sorted(
+        t.metrics["size"] for t in result.trials
+    )
+
+
+def test_a_metric_model_learns_from_the_trials_that_report_it() -> None:
+    """A trial without a metric is left out of that metric's model only; a metric reported
+    by too few trials is one clear error, and the others still predict."""
+    trials = [
+        Trial(
+            i,
+            {"x": x, "y": 0.0},
+            value=bowl(x, 0.0),
+            metrics={"size": 2.0 * x} if i < 4 else {},
+            vals={"x": x, "y": 0.0},
+        )
+        for i, x in enumerate([-2.0, -1.0, 0.0, 1.0, 2.0, 2.5])
+    ]
+    result = TuneResult(
+        trials, "loss", "min", "done", space=SPACE, objectives={"loss": "min", "size": "max"}
+    )
+    assert len(result.model("loss").trials) == 6
+    assert [t.number for t in result.model("size").trials] == [0, 1, 2, 3]
+    for trial in trials[1:4]:
+        trial.metrics.clear()
+    assert math.isfinite(result.model("loss").predict({"x": 0.0, "y": 0.0}).mean)
+    with pytest.raises(ConfigError, match="what-if model of size needs at least 3 trials"):
+        result.predict({"x": 0.0, "y": 0.0})
+
+
+def test_asking_for_a_metric_the_search_has_not_is_one_clear_error() -> None:
+    result = _two_metric_search(max_evals=8)
+    with pytest.raises(ConfigError, match=r"unknown metric 'sise' \(did you mean size\?\)"):
+        result.model("sise")
+    single = _search(max_evals=6)
+    assert single.model(single.metric) is single.model()
+    with pytest.raises(ConfigError, match="unknown metric 'size'; this search optimised value"):
+        single.model("size")
+
+
+def test_one_more_trial_of_several_objectives_refits_every_model(tmp_path) -> None:
+    study = tmp_path / "two.json"
+    result = _two_metric_search(max_evals=8, study=study)
+    before = result.model()
+    trial = result.evaluate({"x": 1.0, "y": -1.0})
+    assert (trial.value, trial.metrics) == (0.0, {"size": 1.0})
+    after = result.model()
+    assert all(after[name] is not before[name] for name in before)
+    assert all(len(model.trials) == 9 for model in after.values())
+    _, saved, _ = read_study(study)
+    assert len(saved) == 9

@@ -96,3 +96,93 @@ def test_outside_a_notebook_the_explorer_is_text(result) -> None:
         assert f"\n  {label}: " in text
     assert "{name='adam'}: " in text
     assert "result.evaluate(params) runs one as a new trial\n" not in text
+
+
+def two_metrics(lr: float, width: int, optim: dict) -> dict[str, float]:
+    return {"loss": loss(lr, width, optim), "width": float(width)}
+
+
+@pytest.fixture(scope="module")
+def several() -> TuneResult:
+    return nbopt.tune(
+        two_metrics,
+        SPACE,
+        metric=["loss", "width"],
+        mode=["min", "max"],
+        max_evals=14,
+        seed=0,
+        progress="none",
+        logdir=None,
+    )
+
+
+def test_several_objectives_show_every_metric_from_the_front(several) -> None:
+    """The explorer starts at the front's trial best on the first metric and shows each
+    metric's prediction there, as result.predict gives it."""
+    explorer = several.whatif().widget()
+    start = min(several.front, key=lambda t: (t.value, t.number))
+    assert explorer.controls["width"].value == start.params["width"]
+    predicted = several.predict(start.params)
+    assert explorer.predicted == predicted
+    for name, mode in (("loss", "min"), ("width", "max")):
+        mean, sd = predicted[name]
+        assert (
+            f"predicted {name} ({mode}): <b>{fmt.number(mean)}</b> ± {fmt.number(sd, 2)}"
+            in explorer.prediction.value
+        )
+    explorer.controls["width"].value = 128
+    moved = several.predict({**start.params, "width": 128})
+    assert explorer.predicted == moved
+    assert f"<b>{fmt.number(moved['width'].mean)}</b>" in explorer.prediction.value
+
+
+def test_several_objectives_draw_a_row_of_panels_per_metric(several) -> None:
+    from nbopt.ui.plots.tuning import plot_whatif
+
+    models = several.model()
+    parameters = [p for p in models["loss"].parameters if p.label != "optim[0].momentum"]
+    curves = {name: [m.curve(p.label) for p in parameters] for name, m in models.items()}
+    figure = plot_whatif(curves, parameters, {"lr": 1e-3, "width": 64, "optim": 1})
+    drawn = [ax for ax in figure.axes if ax.axison]
+    assert len(drawn) == 2 * len(parameters)
+    assert [ax.get_ylabel() for ax in drawn] == ["loss"] * 3 + ["width"] * 3
+    assert [ax.get_title() for ax in drawn] == [p.label for p in parameters] * 2
+
+
+def test_several_objectives_the_button_reports_every_metric() -> None:
+    result = nbopt.tune(
+        two_metrics,
+        SPACE,
+        metric=["loss", "width"],
+        mode=["min", "max"],
+        max_evals=8,
+        seed=3,
+        progress="none",
+        logdir=None,
+    )
+    explorer = result.whatif().widget()
+    explorer.controls["optim"].value = 1
+    explorer.controls["width"].value = 32
+    predicted = explorer.predicted
+    explorer.run.click()
+    trial = result.trials[-1]
+    assert trial.number == 8 and trial.metrics == {"width": 32.0}
+    status = explorer.status.value
+    assert status.startswith(f"trial 8: loss {fmt.number(trial.value)} (predicted ")
+    width = predicted["width"]
+    assert f"width 32 (predicted {fmt.number(width.mean)} ± {fmt.number(width.sd, 2)})" in status
+    assert explorer.prediction.value.count("(model of 9 trials)") == 2
+
+
+def test_several_objectives_as_text(several) -> None:
+    text = repr(several.whatif())
+    assert text.startswith("what-if models of loss (min), width (max): a Gaussian process per")
+    assert "on 14 trials each" in text
+    start = min(several.front, key=lambda t: (t.value, t.number))
+    assert f"front trial {start.number}: loss measured {fmt.number(start.value)}, " in text
+    assert f"; width measured {fmt.number(start.metrics['width'])}, predicted " in text
+    first = text.index("partial dependence of loss (min)")
+    second = text.index("partial dependence of width (max)")
+    for label in ("lr", "width", "optim", "optim[0].momentum"):
+        assert f"\n  {label}: " in text[first:second]
+        assert f"\n  {label}: " in text[second:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from nbopt.tuning import TrialState
@@ -80,34 +81,50 @@ def plot_front(result: TuneResult) -> Any:
 
 
 def plot_whatif(
-    curves: list[Any], parameters: list[Any], setting: dict[str, Any], metric: str
+    curves: Mapping[str, list[Any]], parameters: list[Any], setting: dict[str, Any]
 ) -> Any:
-    """One panel per parameter: its partial-dependence curve with a band of one standard
-    deviation, the tried trials as dots, and the explorer's current value as a line.
+    """For each metric, one panel per parameter: its partial-dependence curve with a band of
+    one standard deviation, the tried trials as dots, and the explorer's current value as a
+    line. The panels of a metric fill rows of up to three, each metric in its own colour.
 
-    ``curves`` are the model's :class:`Curve` objects and ``parameters`` its
-    :class:`Parameter` objects, in the same order; ``setting`` is in Hyperopt's encoding.
+    ``curves`` maps each metric (as its panels name it) to the model's :class:`Curve` objects,
+    one per parameter of ``parameters`` (the model's :class:`Parameter` objects), in the same
+    order; ``setting`` is in Hyperopt's encoding.
     """
-    columns = min(3, len(curves)) or 1
-    rows = -(-len(curves) // columns)
-    figure = new_figure(figsize=(3.6 * columns, 2.6 * rows), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax, curve, parameter in zip(axes, curves, parameters, strict=False):
-        low = [m - s for m, s in zip(curve.means, curve.sds, strict=True)]
-        high = [m + s for m, s in zip(curve.means, curve.sds, strict=True)]
-        ax.fill_between(curve.xs, low, high, color="C0", alpha=0.2, lw=0)
-        ax.plot(curve.xs, curve.means, color="C0")
-        if curve.tried:
-            xs, ys = zip(*curve.tried, strict=True)
-            ax.scatter(xs, ys, s=10, color="k", alpha=0.5, zorder=3)
-        if curve.label in setting:
-            ax.axvline(float(setting[curve.label]), color="C3", lw=1.2)
-        if parameter.kind == "choice":
-            ax.set_xticks(range(len(parameter.options)), parameter.options)
-        elif parameter.log:
-            ax.set_xscale("log")
-        ax.set_title(curve.label, fontsize=10)
-        ax.set_ylabel(metric, fontsize=9)
-    for ax in axes[len(curves) :]:
-        ax.set_axis_off()
+    count = len(parameters)
+    columns = min(3, count) or 1
+    block = -(-count // columns) or 1  # rows of panels per metric
+    figure = new_figure(figsize=(3.6 * columns, 2.6 * block * len(curves)), layout="constrained")
+    grid = figure.subplots(block * len(curves), columns, squeeze=False)
+    for row, (metric, metric_curves) in enumerate(curves.items()):
+        axes = grid[row * block : (row + 1) * block].ravel()
+        colour = _METRIC_COLOURS[row % len(_METRIC_COLOURS)]
+        for ax, curve, parameter in zip(axes, metric_curves, parameters, strict=False):
+            _whatif_panel(ax, curve, parameter, setting, metric, colour)
+        for ax in axes[len(metric_curves) :]:
+            ax.set_axis_off()
     return figure
+
+
+# One colour per metric; C3 marks the current setting.
+_METRIC_COLOURS = ("C0", "C2", "C1", "C4", "C5")
+
+
+def _whatif_panel(
+    ax: Any, curve: Any, parameter: Any, setting: dict[str, Any], metric: str, colour: str
+) -> None:
+    low = [m - s for m, s in zip(curve.means, curve.sds, strict=True)]
+    high = [m + s for m, s in zip(curve.means, curve.sds, strict=True)]
+    ax.fill_between(curve.xs, low, high, color=colour, alpha=0.2, lw=0)
+    ax.plot(curve.xs, curve.means, color=colour)
+    if curve.tried:
+        xs, ys = zip(*curve.tried, strict=True)
+        ax.scatter(xs, ys, s=10, color="k", alpha=0.5, zorder=3)
+    if curve.label in setting:
+        ax.axvline(float(setting[curve.label]), color="C3", lw=1.2)
+    if parameter.kind == "choice":
+        ax.set_xticks(range(len(parameter.options)), parameter.options)
+    elif parameter.log:
+        ax.set_xscale("log")
+    ax.set_title(curve.label, fontsize=10)
+    ax.set_ylabel(metric, fontsize=9)
