@@ -29,6 +29,20 @@ def make_mlp(width: int, depth: int, dropout: float = 0.0) -> torch.nn.Module:
     return torch.nn.Sequential(*layers, torch.nn.Linear(fan_in, 10))
 
 
+def make_cnn() -> torch.nn.Module:
+    """Two convolutions over the 8x8 image, pooled, and a linear head; fed rows of 64 pixels."""
+    return torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, 8, 8)),
+        torch.nn.Conv2d(1, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32 * 4 * 4, 10),
+    )
+
+
 def val_error(model: torch.nn.Module) -> float:
     model.eval()
     with torch.no_grad():

@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from unittest import mock
 
 import torch
-from _digits import X_TRAIN, X_VAL, Y_TRAIN, Y_VAL
+from _digits import X_TRAIN, X_VAL, Y_TRAIN, Y_VAL, make_cnn
 
 from nbopt.batching import BatchSizeResult, _strategies, find_batch_size
 from nbopt.batching._efficient import scaled_learning_rate
@@ -211,20 +211,7 @@ def digits_mlp() -> torch.nn.Module:
     return mlp()
 
 
-def digits_cnn() -> torch.nn.Module:
-    return torch.nn.Sequential(
-        torch.nn.Unflatten(1, (1, 8, 8)),
-        torch.nn.Conv2d(1, 16, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Conv2d(16, 32, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(),
-        torch.nn.Linear(32 * 4 * 4, 10),
-    )
-
-
-DIGITS_MODELS = {"mlp": digits_mlp, "cnn": digits_cnn}
+DIGITS_MODELS = {"mlp": digits_mlp, "cnn": make_cnn}
 BASE_BATCH = 32
 LR_FACTORS = (0.5, 1.0, 2.0)
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from _digits import X_TRAIN, X_VAL, Y_TRAIN, Y_VAL
+from _digits import X_TRAIN, X_VAL, Y_TRAIN, Y_VAL, make_cnn
 
 from nbopt.learning_rate import find_lr
 from nbopt.learning_rate._rules import centered, longest_valley
@@ -47,19 +47,6 @@ def mlp() -> torch.nn.Module:
         torch.nn.Linear(128, 128),
         torch.nn.ReLU(),
         torch.nn.Linear(128, 10),
-    )
-
-
-def cnn() -> torch.nn.Module:
-    return torch.nn.Sequential(
-        torch.nn.Unflatten(1, (1, 8, 8)),
-        torch.nn.Conv2d(1, 16, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Conv2d(16, 32, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(),
-        torch.nn.Linear(32 * 4 * 4, 10),
     )
 
 
@@ -93,7 +80,7 @@ SEQ_TRAIN = majority_task(4000, seed=100)
 SEQ_VAL = majority_task(1000, seed=101)
 MODELS: dict[str, tuple[Callable[[], torch.nn.Module], tuple, tuple, int]] = {
     "mlp": (mlp, (X_TRAIN, Y_TRAIN), (X_VAL, Y_VAL), 20),
-    "cnn": (cnn, (X_TRAIN, Y_TRAIN), (X_VAL, Y_VAL), 12),
+    "cnn": (make_cnn, (X_TRAIN, Y_TRAIN), (X_VAL, Y_VAL), 12),
     "transformer": (Block, SEQ_TRAIN, SEQ_VAL, 5),
 }
 
