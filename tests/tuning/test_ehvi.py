@@ -151,7 +151,12 @@ def test_ehvi_search_is_reproducible_and_proposes_no_repeat() -> None:
     assert len(configurations) == 15
 
 
-def test_three_objectives_and_a_finite_space_are_searched() -> None:
+@pytest.mark.parametrize("ehvi_up_to", [2, 3])
+def test_three_objectives_and_a_finite_space_are_searched(
+    monkeypatch: pytest.MonkeyPatch, ehvi_up_to: int
+) -> None:
+    """Three objectives by default go to the scalarised GP; with the limit raised, to EHVI."""
+    monkeypatch.setattr(_search, "EHVI_MAX_OBJECTIVES", ehvi_up_to)
     space = {"x": uniform(0, 1), "y": uniform(0, 1), "k": nbopt.choice(1, 2, 4)}
 
     def objective(x: float, y: float, k: int) -> dict[str, float]:

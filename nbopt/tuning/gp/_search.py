@@ -34,9 +34,11 @@ TAIL_CAP = math.log1p(1e3)
 PENDING_LIMIT = 32
 # With several objectives (trials carrying ``losses``): "ehvi" fits a GP per objective and
 # proposes by expected hypervolume improvement; "parego" fits one GP to the random augmented
-# Chebyshev scalarisation the proposer writes as each trial's ``loss``. Chosen by measurement:
-# see the docstring of nbopt.tuning.gp.
+# Chebyshev scalarisation the proposer writes as each trial's ``loss``. "ehvi" applies up to
+# EHVI_MAX_OBJECTIVES objectives, "parego" beyond. Both chosen by measurement: see the
+# docstring of nbopt.tuning.gp.
 MULTI_OBJECTIVE_ACQUISITION = "ehvi"
+EHVI_MAX_OBJECTIVES = 2
 
 
 def initial_trials(labels: int, max_evals: int | None) -> int:
@@ -87,7 +89,11 @@ class GaussianProcessSearch:
             del self.pending[tid]
         seen = self.seen | set(row_keys(self._pending_rows()))
         count = max(self.handed, len(units))
-        front = objectives is not None and MULTI_OBJECTIVE_ACQUISITION == "ehvi"
+        front = (
+            objectives is not None
+            and MULTI_OBJECTIVE_ACQUISITION == "ehvi"
+            and objectives.shape[1] <= EHVI_MAX_OBJECTIVES
+        )
         usable = ~np.isnan(objectives[:, 0] if front else losses)  # type: ignore[index]
         if count < self.n_initial or np.sum(usable) < 2:
             row = self._initial(count, seen, rng)
