@@ -89,16 +89,15 @@ class GaussianProcessSearch:
             del self.pending[tid]
         seen = self.seen | set(row_keys(self._pending_rows()))
         count = max(self.handed, len(units))
-        front = (
-            objectives is not None
-            and MULTI_OBJECTIVE_ACQUISITION == "ehvi"
-            and objectives.shape[1] <= EHVI_MAX_OBJECTIVES
-        )
-        usable = ~np.isnan(objectives[:, 0] if front else losses)  # type: ignore[index]
+        if objectives is not None and (
+            MULTI_OBJECTIVE_ACQUISITION != "ehvi" or objectives.shape[1] > EHVI_MAX_OBJECTIVES
+        ):
+            objectives = None  # the scalarised ``loss`` is modelled instead
+        usable = ~np.isnan(objectives[:, 0] if objectives is not None else losses)
         if count < self.n_initial or np.sum(usable) < 2:
             row = self._initial(count, seen, rng)
-        elif front:
-            row = self._propose_front(units, objectives, seen, rng)  # type: ignore[arg-type]
+        elif objectives is not None:
+            row = self._propose_front(units, objectives, seen, rng)
         else:
             row = self._propose(units, losses, seen, rng)
         if row is None:
