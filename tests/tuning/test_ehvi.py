@@ -63,6 +63,9 @@ def test_improvement_of_known_points_in_two_objectives() -> None:
     assert boxes.improvement(np.array([[0.5, 0.5], [1.0, 1.0], [3.0, -1.0], [-1.0, 1.0]])) == (
         pytest.approx([0.25, 0.0, 0.0, 1.0])
     )
+    # With no member inside the reference, a point gains its whole box up to it.
+    empty = Boxes(np.array([[2.0, 0.0]]), np.array([1.0, 1.0]))
+    assert empty.improvement(np.array([[0.0, 0.0], [0.5, 2.0]])) == pytest.approx([1.0, 0.0])
 
 
 @pytest.mark.parametrize("objectives", [2, 3])
