@@ -105,9 +105,10 @@ def tune(
             number); or a list of keys for several objectives (``["val_acc", "latency"]``):
             the objective then returns a dict holding every one (a trial missing one fails),
             and the result has a front of non-dominated trials instead of a best one
-            (:attr:`TuneResult.front`, :meth:`TuneResult.pick`). The proposers learn from a
-            random augmented Chebyshev scalarisation of the metrics (ParEGO), with a new
-            weight vector for each proposal.
+            (:attr:`TuneResult.front`, :meth:`TuneResult.pick`). With two metrics
+            ``algo="auto"`` models each and proposes by expected hypervolume improvement;
+            otherwise the proposers learn from a random augmented Chebyshev scalarisation of
+            the metrics (ParEGO), with a new weight vector for each proposal.
         mode: ``"min"`` or ``"max"``; with several metrics, one per metric (``["max",
             "min"]``), or one string for all.
         constraint: ``"latency <= 5"`` (``<=``, ``>=``, ``<``, ``>``, ``==``), several in a

@@ -45,6 +45,26 @@ Hyperopt and Optuna on 25 seeds: after 50 evaluations its median regret is 6e-05
 (Optuna's default TPE: 0.12, Hyperopt's TPE: 0.62) and 0.003 on Hartmann6 (0.32 and 0.93); on a
 small digits MLP (20 seeds) its median best validation error after 30 trials is 0.0241 (both
 TPEs: 0.0259).
+
+**Several objectives.** With two metrics it fits one Gaussian process per objective (each
+loss warped as above) and proposes the configuration of highest expected hypervolume
+improvement (EHVI) over the front of the finished trials, in the warped units, with a
+reference point a tenth of each objective's range beyond its worst value. With independent
+predictions EHVI has a closed form: the region the front leaves is cut into boxes, and each
+box adds a product of differences of expected improvements, so it is exact, without sampling.
+Candidates are those above, perturbing the front's members instead of the best trials,
+without the gradient ascent. Trials still running join the front at their predicted losses.
+With three or more metrics it fits one process to the random augmented Chebyshev
+scalarisation (ParEGO) that the search writes as each trial's loss, anew before each
+proposal. Both were measured against that scalarisation, with the same seeds. On ZDT1 and
+ZDT2 with 2 and 6 parameters (11 seeds, reference point (1.1, 11)), EHVI's front had the
+larger hypervolume for every seed in all eight settings of problem, parameters and budget;
+after 100 evaluations its median was 11.761 against 11.746 (ZDT1, 2 parameters), 11.756
+against 11.742 (ZDT1, 6), 11.427 against 11.395 (ZDT2, 2) and 11.422 against 11.327 (ZDT2,
+6); the best possible values are 11.767 and 11.433. A proposal took about twice as long (15
+against 7 ms after 100 trials). On DTLZ2 with three objectives (7 seeds, 4 and 6 parameters,
+50 and 100 evaluations) EHVI won only 11 of the 28 pairs, at several times the cost, so
+three or more objectives keep the scalarisation.
 """
 
 from __future__ import annotations

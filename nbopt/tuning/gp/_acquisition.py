@@ -7,10 +7,14 @@ as real numbers, rounded afterwards), in coordinates scaled by the GP's length s
 one step means as much along every label; choices stay where they are. Every candidate is
 rounded to what the space can produce, and rounds of ever smaller perturbations of the best
 candidates then search the neighbourhood of the rounded points, choices included.
+
+The score is a parameter: with several objectives it is the log of the expected hypervolume
+improvement, the perturbed trials are the front's members, and there is no ascent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,8 +43,13 @@ REFINE_KEEP = 3
 REFINE_EACH = 16
 
 
+# A score of candidate rows (higher is better), and a move of rows uphill in it.
+Score = Callable[[np.ndarray], np.ndarray]
+Climb = Callable[[np.ndarray], np.ndarray]
+
+
 class Acquisition:
-    """Finds the configuration of highest EI for one search, keeping its Sobol sequence."""
+    """Finds the configuration of highest score for one search, keeping its Sobol sequence."""
 
     def __init__(self, table: SpaceTable) -> None:
         self.table = table
@@ -48,14 +57,15 @@ class Acquisition:
 
     def best(
         self,
-        gp: GaussianProcess,
-        best: float,
+        score: Score,
         top: np.ndarray,
         seen: set[bytes],
         rng: np.random.Generator,
+        climb: Climb | None = None,
     ) -> np.ndarray | None:
-        """The unseen row of highest EI over ``best`` that the search finds, or None if every
-        candidate was seen; ``top`` holds the best trials' rows."""
+        """The unseen row of highest ``score`` that the search finds, or None if every
+        candidate was seen; ``top`` holds the rows whose neighbourhoods are searched (the best
+        trials'), ``climb`` moves the best candidates uphill before the refinements."""
         table = self.table
         if self.sobol is None:
             from scipy.stats import qmc
@@ -72,18 +82,29 @@ class Acquisition:
         pool = unseen_rows(table.snap(pool), seen)
         if not len(pool):
             return None
-        scores = gp.log_expected_improvement(pool, best)
-        keep = np.argsort(-scores)[:ASCENT_STARTS]
-        climbed = unseen_rows(table.snap(ascend(gp, best, pool[keep], table)), seen)
-        pool = np.vstack([pool[keep], climbed])
-        scores = np.concatenate([scores[keep], gp.log_expected_improvement(climbed, best)])
+        scores = score(pool)
+        if climb is not None:
+            keep = np.argsort(-scores)[:ASCENT_STARTS]
+            climbed = unseen_rows(table.snap(climb(pool[keep])), seen)
+            pool = np.vstack([pool[keep], climbed])
+            scores = np.concatenate([scores[keep], score(climbed)])
         for scale in REFINE_SCALES:
             keep = np.argsort(-scores)[:REFINE_KEEP]
             starts = np.repeat(pool[keep], REFINE_EACH, axis=0)
             moved = unseen_rows(table.snap(perturb(table, starts, scale, 0.0, rng)), seen)
             pool = np.vstack([pool[keep], moved])
-            scores = np.concatenate([scores[keep], gp.log_expected_improvement(moved, best)])
+            scores = np.concatenate([scores[keep], score(moved)])
         return pool[int(np.argmax(scores))]
+
+
+def expected_improvement(
+    gp: GaussianProcess, best: float, table: SpaceTable
+) -> tuple[Score, Climb]:
+    """log EI over ``best`` under ``gp``, and gradient ascent of it: the single-objective rule."""
+    return (
+        lambda rows: gp.log_expected_improvement(rows, best),
+        lambda rows: ascend(gp, best, rows, table),
+    )
 
 
 def ascend(gp: GaussianProcess, best: float, rows: np.ndarray, table: SpaceTable) -> np.ndarray:

@@ -11,7 +11,8 @@ from hyperopt import base
 
 from nbopt.space import to_hyperopt
 from nbopt.tuning._algorithms import SearchContext, trial_doc
-from nbopt.tuning.gp._acquisition import LOCAL_STARTS, Acquisition
+from nbopt.tuning.gp._acquisition import LOCAL_STARTS, Acquisition, expected_improvement
+from nbopt.tuning.gp._hypervolume import Boxes, nondominated, reference_point
 from nbopt.tuning.gp._model import Embedding, GaussianProcess, fit
 from nbopt.tuning.gp._space import SpaceTable, row_keys, unseen_rows
 
@@ -31,6 +32,13 @@ TAIL_CAP = math.log1p(1e3)
 # Proposals not finished yet (a parallel backend asks before trials end) the model assumes
 # done at its predicted value, so that it proposes elsewhere; the oldest are forgotten.
 PENDING_LIMIT = 32
+# With several objectives (trials carrying ``losses``): "ehvi" fits a GP per objective and
+# proposes by expected hypervolume improvement; "parego" fits one GP to the random augmented
+# Chebyshev scalarisation the proposer writes as each trial's ``loss``. "ehvi" applies up to
+# EHVI_MAX_OBJECTIVES objectives, "parego" beyond. Both chosen by measurement: see the
+# docstring of nbopt.tuning.gp.
+MULTI_OBJECTIVE_ACQUISITION = "ehvi"
+EHVI_MAX_OBJECTIVES = 2
 
 
 def initial_trials(labels: int, max_evals: int | None) -> int:
@@ -59,6 +67,7 @@ class GaussianProcessSearch:
         self.finished: dict[int, np.ndarray] = {}
         self.seen: set[bytes] = set()
         self.theta: np.ndarray | None = None
+        self.thetas: list[np.ndarray] | None = None
         self.fitted_on = 0
         self.acquisition = Acquisition(self.table)
         self.blas = _blas_controller()
@@ -75,13 +84,20 @@ class GaussianProcessSearch:
         self, new_ids: list[int], domain: Any, trials: Any, seed: int
     ) -> list[dict[str, Any]]:
         rng = np.random.default_rng(seed)
-        units, losses, tids = self._history(trials)
+        units, losses, objectives, tids = self._history(trials)
         for tid in tids & self.pending.keys():
             del self.pending[tid]
         seen = self.seen | set(row_keys(self._pending_rows()))
         count = max(self.handed, len(units))
-        if count < self.n_initial or np.sum(~np.isnan(losses)) < 2:
+        if objectives is not None and (
+            MULTI_OBJECTIVE_ACQUISITION != "ehvi" or objectives.shape[1] > EHVI_MAX_OBJECTIVES
+        ):
+            objectives = None  # the scalarised ``loss`` is modelled instead
+        usable = ~np.isnan(objectives[:, 0] if objectives is not None else losses)
+        if count < self.n_initial or np.sum(usable) < 2:
             row = self._initial(count, seen, rng)
+        elif objectives is not None:
+            row = self._propose_front(units, objectives, seen, rng)
         else:
             row = self._propose(units, losses, seen, rng)
         if row is None:
@@ -92,10 +108,12 @@ class GaussianProcessSearch:
             del self.pending[next(iter(self.pending))]
         return [trial_doc(domain, trials, new_ids[0], self.table.configuration(row))]
 
-    def _history(self, trials: Any) -> tuple[np.ndarray, np.ndarray, set[int]]:
-        """Rows of the finished trials, their losses (NaN if failed), and their ids."""
+    def _history(self, trials: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, set[int]]:
+        """Rows of the finished trials, their losses (NaN if failed), their losses in every
+        objective (rows of NaN if failed; None unless trials carry ``losses``), their ids."""
         new: dict[int, dict[str, Any]] = {}
         loss_of: dict[int, float] = {}
+        losses_of: dict[int, list[float]] = {}
         for doc in trials.trials:
             result = doc["result"]
             if result.get("status") not in ("ok", "fail"):
@@ -105,6 +123,9 @@ class GaussianProcessSearch:
             # changes from one proposal to the next.
             loss = result.get("loss") if result["status"] == "ok" else None
             loss_of[tid] = math.nan if loss is None else float(loss)
+            # Read anew too: the proposer may penalise trials in them (constraints).
+            if result["status"] == "ok" and len(result.get("losses") or ()) >= 2:
+                losses_of[tid] = [float(value) for value in result["losses"]]
             if tid not in self.finished:
                 new[tid] = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
         # A finished trial's configuration never changes: each is encoded once.
@@ -114,7 +135,12 @@ class GaussianProcessSearch:
         self.seen.update(row_keys(rows))
         tids = sorted(loss_of)
         units = np.array([self.finished[tid] for tid in tids]).reshape(-1, self.table.width)
-        return units, np.array([loss_of[tid] for tid in tids], dtype=float), set(tids)
+        objectives = None
+        if losses_of:
+            width = len(next(iter(losses_of.values())))
+            objectives = np.array([losses_of.get(tid, [math.nan] * width) for tid in tids])
+        losses = np.array([loss_of[tid] for tid in tids], dtype=float)
+        return units, losses, objectives, set(tids)
 
     def _pending_rows(self) -> np.ndarray:
         return np.array(list(self.pending.values())).reshape(-1, self.table.width)
@@ -163,7 +189,63 @@ class GaussianProcessSearch:
                 return None
             return pool[int(np.argmax(gp.log_expected_improvement(pool, best)))]
         top = units[np.argsort(y)[:LOCAL_STARTS]]
-        row = self.acquisition.best(gp, best, top, seen, rng)
+        score, climb = expected_improvement(gp, best, self.table)
+        row = self.acquisition.best(score, top, seen, rng, climb)
+        return row if row is not None else self._unseen(seen, rng)
+
+    def _propose_front(
+        self, units: np.ndarray, losses: np.ndarray, seen: set[bytes], rng: np.random.Generator
+    ) -> np.ndarray | None:
+        """The configuration of highest expected hypervolume improvement under one GP per
+        objective, over the front of the trials (and of the pending ones, at their predicted
+        losses), in the GPs' warped units.
+
+        ``losses`` has a column per objective, rows of NaN for failed trials. No gradient
+        ascent: candidates are Sobol points, perturbations of the front's members, and their
+        refinements.
+        """
+        y = np.column_stack([_warp(column) for column in losses.T])
+        if self.thetas is None or len(y) < REFIT_ALWAYS or len(y) >= REFIT * self.fitted_on:
+            starts = self.thetas or [None] * y.shape[1]
+            self.thetas = []
+            for column, start in zip(y.T, starts, strict=True):
+                rows = _subset(column, FIT_LIMIT, rng)
+                self.thetas.append(fit(self.embedding, units[rows], column[rows], start))
+            self.fitted_on = len(y)
+        pending = self._pending_rows()
+        models, believed = [], []
+        for column, theta in zip(y.T, self.thetas, strict=True):
+            rows = _subset(column, CONDITION_LIMIT, rng)
+            gp = GaussianProcess.condition(self.embedding, theta, units[rows], column[rows])
+            if len(pending):
+                predicted, _ = gp.predict(pending)
+                believed.append(predicted)
+                gp = GaussianProcess.condition(
+                    self.embedding,
+                    theta,
+                    np.vstack([units[rows], pending]),
+                    np.concatenate([column[rows], predicted]),
+                )
+            models.append(gp)
+        usable = ~np.isnan(losses[:, 0])
+        members = nondominated(y[usable])
+        points = y[usable][members]
+        if len(pending):
+            points = np.vstack([points, np.column_stack(believed)])
+        boxes = Boxes(points[nondominated(points)], reference_point(y))
+
+        def score(rows: np.ndarray) -> np.ndarray:
+            predictions = [gp.predict(rows) for gp in models]
+            mean = np.column_stack([m for m, _ in predictions]).reshape(len(rows), -1)
+            sd = np.column_stack([s for _, s in predictions]).reshape(len(rows), -1)
+            return boxes.log_expected_improvement(mean, sd)
+
+        if self.grid is not None:
+            pool = unseen_rows(self.grid, seen)
+            if not len(pool):
+                return None
+            return pool[int(np.argmax(score(pool)))]
+        row = self.acquisition.best(score, units[usable][members], seen, rng)
         return row if row is not None else self._unseen(seen, rng)
 
 
