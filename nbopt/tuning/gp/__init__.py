@@ -26,10 +26,10 @@ What it does, trial after trial:
    compressed logarithmically, so that one diverged run does not flatten the good region, and
    a failed trial counts as the worst loss seen.
 3. **The most promising next trial.** It proposes the configuration of highest expected
-   improvement over the best loss, among 256 draws from the prior and 256 perturbations of the
-   five best trials (at scales from 0.1% to 30% of each range, a choice switched with
-   probability 0.2), refined by four rounds of ever smaller perturbations of the three best
-   candidates. Every candidate is first rounded to what the space can produce (``q`` steps,
+   improvement over the best loss, among 128 Sobol points over the prior and 128
+   perturbations of the five best trials (at scales from 0.1% to 30% of each range, a choice
+   switched with probability 0.2); the three best climb the gradient of log EI (10 steps), and
+   three rounds of ever smaller perturbations of the three best candidates refine them. Every candidate is first rounded to what the space can produce (``q`` steps,
    integers, only the chosen branch's parameters). A finite space of at most 1024
    configurations is scored whole instead.
 4. **No repeats.** A configuration already tried, or proposed and still running, is not
