@@ -29,9 +29,10 @@ What it does, trial after trial:
    improvement over the best loss, among 128 Sobol points over the prior and 128
    perturbations of the five best trials (at scales from 0.1% to 30% of each range, a choice
    switched with probability 0.2); the three best climb the gradient of log EI (10 steps), and
-   three rounds of ever smaller perturbations of the three best candidates refine them. Every candidate is first rounded to what the space can produce (``q`` steps,
-   integers, only the chosen branch's parameters). A finite space of at most 1024
-   configurations is scored whole instead.
+   three rounds of ever smaller perturbations of the three best candidates refine them.
+   Every candidate is first rounded to what the space can produce (``q`` steps, integers,
+   only the chosen branch's parameters). A finite space of at most 1024 configurations is
+   scored whole instead.
 4. **No repeats.** A configuration already tried, or proposed and still running, is not
    proposed again: on a finite space each configuration is tried once, and the search ends
    when all are. Trials still running (``backend="ray"``, ``parallel=N``) are taken as done at
