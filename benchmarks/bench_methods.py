@@ -44,6 +44,7 @@ from torch import nn
 
 from nbopt.compress import optimize
 from nbopt.compress._measure import measure_latency, serialized_size
+from nbopt.compress._train import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 
 QUIET = {"progress": "none", "logdir": None}
 
@@ -167,7 +168,8 @@ def distillation(seeds: list[int], epochs: int) -> None:
         for label, values in found.items():
             rows.append([name, median_range(base), label, median_range(values)])
     table(
-        f"2. distillation ({epochs} epochs, T=4, alpha=0.5): accuracy %",
+        f"2. distillation ({epochs} epochs, T={DEFAULT_TEMPERATURE:g}, "
+        f"alpha={DEFAULT_ALPHA:g}): accuracy %",
         ["model", "original %", "run", "accuracy"],
         rows,
     )

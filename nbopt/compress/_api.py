@@ -97,7 +97,7 @@ def optimize(
         lr: The built-in loop's learning rate (Adam; default 1e-3).
         distill: ``"self"`` (the original model) or a teacher ``nn.Module``: the fine-tune
             learns from its outputs too, with Hinton's loss (logits; or last hidden states).
-        temperature: Distillation's softmax temperature (default 4).
+        temperature: Distillation's softmax temperature (default 2).
         alpha: Weight of the distillation term, in [0, 1] (default 0.5); 0 is the task loss
             alone.
         quant: ``"int8"`` (dynamic: Linear, LSTM, GRU, embeddings, by ``quant_backend``),
@@ -267,7 +267,7 @@ def optimize_auto(
         epochs: The built-in loop's passes over ``data`` per plan (default 1).
         lr: The built-in loop's learning rate (default 1e-3).
         distill: ``"self"`` or a teacher ``nn.Module``, for the fine-tune to learn from.
-        temperature: Distillation's temperature (default 4).
+        temperature: Distillation's temperature (default 2).
         alpha: Weight of the distillation term (default 0.5).
         quant_backend: The int8 backend: ``"auto"`` (measured for each model), ``"torchao"``
             or ``"torch.ao"``.

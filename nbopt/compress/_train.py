@@ -23,7 +23,7 @@ from nbopt.errors import ConfigError
 # Rows per batch when data= is a tuple of tensors (a DataLoader brings its own batches).
 BATCH_SIZE = 64
 DEFAULT_LR = 1e-3
-DEFAULT_TEMPERATURE = 4.0
+DEFAULT_TEMPERATURE = 2.0
 DEFAULT_ALPHA = 0.5
 # Progress reports per run of the loop, besides one at the end of each epoch.
 REPORTS = 20

@@ -105,7 +105,7 @@ def finetune_options(auto: bool = False) -> list[Option]:
             "temperature",
             Float(0, exclusive=True),
             None,
-            "distillation's softmax temperature (default 4)",
+            "distillation's softmax temperature (default 2)",
         ),
         Option("alpha", Float(0, 1), None, "weight of the distillation term (default 0.5)"),
     ]
