@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import nbopt
 from nbopt import uniform
@@ -195,3 +198,32 @@ def test_failed_trials_and_parallel_proposals_do_not_stop_the_search() -> None:
         objective, space, metric=["f1", "f2"], max_evals=10, seed=0, parallel=2, **QUIET
     )
     assert len(parallel.trials) == 10 and parallel.front
+
+
+@given(
+    st.lists(
+        st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.just(math.nan)),
+        min_size=2,
+        max_size=40,
+    ).filter(lambda losses: any(not math.isnan(v) for v in losses))
+)
+def test_the_linear_scale_of_any_finite_losses_is_finite_and_keeps_their_order(losses) -> None:
+    """No overflow, no NaN, order kept, failed trials (NaN) as the worst."""
+    losses = np.array(losses)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        y = _search._linear(losses)
+    assert np.all(np.isfinite(y))
+    usable = ~np.isnan(losses)
+    order = np.argsort(losses[usable], kind="stable")
+    assert np.all(np.diff(y[usable][order]) >= 0)
+    assert np.all(y[~usable] >= y[usable].max())
+
+
+def test_the_linear_scale_keeps_distances_and_clips_a_diverged_run() -> None:
+    losses = np.array([0.02, 0.03, 0.05, 0.09, 0.2, 0.4, sys.float_info.max])
+    y = _search._linear(losses)
+    # Below the fence, distances keep their ratios (the hypervolume's geometry) ...
+    assert (y[3] - y[0]) / (y[1] - y[0]) == pytest.approx(7.0)
+    # ... and the huge loss is clipped at Q3 + 3 IQR instead of flattening the rest.
+    assert (y[-1] - y[0]) / (y[5] - y[0]) < 10
+    assert np.array_equal(_search._linear(np.r_[losses[:-1], 1e6]), y)

@@ -48,9 +48,11 @@ small digits MLP (20 seeds) its median best validation error after 30 trials is 
 TPEs: 0.0259).
 
 **Several objectives.** With two metrics it fits one Gaussian process per objective (each
-loss warped as above) and proposes the configuration of highest expected hypervolume
-improvement (EHVI) over the front of the finished trials, in the warped units, with a
-reference point a tenth of each objective's range beyond its worst value. With independent
+loss on a linear scale, standardised, with outliers clipped at three interquartile ranges
+past the third quartile; not warped as above, because the hypervolume EHVI improves is
+measured in the GPs' units) and proposes the configuration of highest expected hypervolume
+improvement (EHVI) over the front of the finished trials, in those units, with a reference
+point a tenth of each objective's range beyond its worst value. With independent
 predictions EHVI has a closed form: the region the front leaves is cut into boxes, and each
 box adds a product of differences of expected improvements, so it is exact, without sampling.
 Candidates are those above, perturbing the front's members instead of the best trials,
