@@ -29,7 +29,9 @@ Each search is one process on one core.
     python benchmarks/bench_multi.py --load multi.json --seeds 15 --jobs 2 --save multi.json
 
 ``--load`` reuses the runs of an earlier ``--save`` and runs only what is missing (more seeds,
-another problem). Needs Optuna and torch (``pip install "nbopt[bench]"``) and scikit-learn.
+another problem); ``--rerun`` names algorithms whose loaded runs are dropped and run again
+(``auto`` after a change to it). Needs Optuna and torch (``pip install "nbopt[bench]"``) and
+scikit-learn.
 """
 
 from __future__ import annotations
@@ -274,6 +276,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 seeds of zdt1-2d, 30 evals")
     parser.add_argument("--save", type=Path, help="write every run's evaluations as JSON")
     parser.add_argument("--load", type=Path, help="reuse the runs of an earlier --save")
+    parser.add_argument("--rerun", nargs="+", default=[], help="algorithms to run again")
     args = parser.parse_args()
     if args.quick:
         global BUDGETS
@@ -281,6 +284,7 @@ def main() -> None:
         args.problems, args.seeds = ["zdt1-2d"], 3
 
     raw: list[dict[str, Any]] = json.loads(args.load.read_text()) if args.load else []
+    raw = [r for r in raw if r["algo"] not in args.rerun]
     done = {(r["problem"], r["algo"], r["seed"], r["budget"]) for r in raw}
     tasks = [t for t in tasks_for(args.problems, args.algos, args.seeds) if t not in done]
     # Optuna's GP and the MLP first: the longest runs, so that the workers finish together.
