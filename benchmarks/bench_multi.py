@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_search import _win_rate as win_rate
 from bench_search import searches
 
 import nbopt
@@ -200,12 +201,8 @@ def hypervolumes_at(runs: dict, name: str, algo: str, budget: int) -> dict[int, 
 
 
 def _win_rate(mine: dict[int, float], theirs: dict[int, float]) -> str:
-    score = [
-        1.0 if mine[s] > theirs[s] else 0.5 if mine[s] == theirs[s] else 0.0
-        for s in mine
-        if s in theirs
-    ]
-    return f"{np.mean(score):.2f}" if score else "-"
+    """bench_search's win rate (lower wins) on negated hypervolumes (higher wins)."""
+    return win_rate({s: -v for s, v in mine.items()}, {s: -v for s, v in theirs.items()})
 
 
 def _cell(volumes: list[float]) -> str:
